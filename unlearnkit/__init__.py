@@ -1,0 +1,17 @@
+"""unlearnkit: remove data from a trained Bayesian model without retraining.
+
+Modules, one per idea of the book:
+
+- :mod:`unlearnkit.exact` -- exact Bayesian unlearning (conjugate models, grids).
+- :mod:`unlearnkit.variational` -- EUBO and reverse-KL unlearning of Gaussian beliefs,
+  and the adjusted likelihood (re-exported here at the top level).
+- :mod:`unlearnkit.metrics` -- averaged KL between predictives, KL between Gaussians.
+- :mod:`unlearnkit.gp` -- unlearning for GPflow sparse variational GPs.
+- :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
+"""
+
+from unlearnkit import exact
+
+__version__ = "0.1.0"
+
+__all__ = ["exact", "__version__"]

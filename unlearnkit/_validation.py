@@ -1,0 +1,149 @@
+"""Input checks shared by every module.
+
+Each helper raises ``TypeError`` or ``ValueError`` with a message that names the
+argument and says what was expected, so that bad input fails loudly at the call
+site instead of producing a silently wrong posterior.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+__all__ = [
+    "as_float64",
+    "ensure_finite",
+    "check_unit_interval",
+    "check_binary_labels",
+    "check_gaussian_belief",
+    "check_callable",
+    "check_log_likelihood_values",
+    "check_positive_int",
+]
+
+
+def as_float64(
+    value: object,
+    name: str,
+    *,
+    ndim: Optional[int] = None,
+    shape: Optional[Sequence[Optional[int]]] = None,
+) -> tf.Tensor:
+    """Convert ``value`` to a finite float64 tensor, checking rank and shape.
+
+    Args:
+        value: array-like or tensor.
+        name: the argument's name, used in error messages.
+        ndim: required rank, if any.
+        shape: required shape, ``None`` entries matching any size.
+
+    Returns:
+        A float64 ``tf.Tensor`` with the same values.
+
+    Raises:
+        TypeError: ``value`` is not numeric.
+        ValueError: wrong rank or shape, or NaN / infinite entries.
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
+    if isinstance(value, tf.Tensor):
+        if not (value.dtype.is_floating or value.dtype.is_integer or value.dtype.is_bool):
+            raise TypeError(f"{name} must be numeric, got dtype {value.dtype.name}")
+        tensor = tf.cast(value, tf.float64)
+    else:
+        try:
+            array = np.asarray(value)
+        except Exception as err:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be a numeric array: {err}") from err
+        if array.dtype == object or not (
+            np.issubdtype(array.dtype, np.number) or array.dtype == bool
+        ):
+            raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
+        tensor = tf.constant(array, dtype=tf.float64)
+    if ndim is not None and tensor.shape.rank != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tensor.shape.as_list()}")
+    if shape is not None:
+        actual = tensor.shape.as_list()
+        if len(actual) != len(shape) or any(
+            want is not None and want != got for want, got in zip(shape, actual)
+        ):
+            want_text = [("?" if s is None else s) for s in shape]
+            raise ValueError(f"{name} must have shape {want_text}, got {actual}")
+    return ensure_finite(tensor, name)
+
+
+def ensure_finite(tensor: tf.Tensor, name: str) -> tf.Tensor:
+    """Return ``tensor`` unchanged, or raise ``ValueError`` if it has NaN or inf entries."""
+    if not bool(tf.reduce_all(tf.math.is_finite(tensor))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return tensor
+
+
+def check_unit_interval(value: float, name: str) -> float:
+    """Return ``value`` as a float after checking that it lies in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def check_positive_int(value: int, name: str) -> int:
+    """Return ``value`` after checking that it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_binary_labels(value: object, name: str) -> tf.Tensor:
+    """Convert labels to float64 and check that every entry is 0 or 1."""
+    tensor = as_float64(value, name)
+    if not bool(tf.reduce_all((tensor == 0.0) | (tensor == 1.0))):
+        raise ValueError(f"{name} must contain only the labels 0 and 1")
+    return tensor
+
+
+def check_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNormalTriL:
+    """Check that ``q`` is a float64 ``tfd.MultivariateNormalTriL`` over a vector.
+
+    Returns ``q`` itself (beliefs are immutable; nothing is copied or changed).
+    """
+    if not isinstance(q, tfd.MultivariateNormalTriL):
+        raise TypeError(
+            f"{name} must be a tfd.MultivariateNormalTriL, got {type(q).__name__}"
+        )
+    if q.dtype != tf.float64:
+        raise TypeError(f"{name} must have dtype float64, got {q.dtype.name}")
+    if q.batch_shape.rank != 0:
+        raise ValueError(f"{name} must have an empty batch shape, got {q.batch_shape}")
+    ensure_finite(q.loc, f"{name}.loc")
+    ensure_finite(q.scale.to_dense(), f"{name}.scale")
+    return q
+
+
+def check_callable(fn: object, name: str, expected: str) -> Callable:
+    """Return ``fn`` after checking that it is callable; ``expected`` describes its signature."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable {expected}, got {type(fn).__name__}")
+    return fn
+
+
+def check_log_likelihood_values(
+    values: tf.Tensor, num_samples: int, name: str = "erased_log_likelihood"
+) -> tf.Tensor:
+    """Check the output of a log-likelihood callable: shape [S], float, finite."""
+    values = tf.convert_to_tensor(values)
+    if values.shape.rank != 1 or values.shape[0] != num_samples:
+        raise ValueError(
+            f"{name} must return shape [{num_samples}] for theta of shape "
+            f"[{num_samples}, d], got {values.shape.as_list()}"
+        )
+    return ensure_finite(tf.cast(values, tf.float64), f"the output of {name}")
