@@ -3,15 +3,16 @@
 Modules, one per idea of the book:
 
 - :mod:`unlearnkit.exact` -- exact Bayesian unlearning (conjugate models, grids).
-- :mod:`unlearnkit.variational` -- EUBO and reverse-KL unlearning of Gaussian beliefs,
-  and the adjusted likelihood (re-exported here at the top level).
+- :mod:`unlearnkit.likelihoods` -- log-likelihood callables ``theta [S, d] -> [S]``.
+- EUBO and reverse-KL unlearning of Gaussian beliefs and the adjusted likelihood,
+  exported here at the top level.
 - :mod:`unlearnkit.metrics` -- averaged KL between predictives, KL between Gaussians.
 - :mod:`unlearnkit.gp` -- unlearning for GPflow sparse variational GPs.
 - :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
 """
 
-from unlearnkit import exact
+from unlearnkit import likelihoods
 
 __version__ = "0.1.0"
 
-__all__ = ["exact", "__version__"]
+__all__ = ["likelihoods", "__version__"]
