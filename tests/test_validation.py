@@ -1,0 +1,88 @@
+"""The shared input checks: every bad input names the argument."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from unlearnkit import _validation as v
+
+tfd = tfp.distributions
+
+
+def test_as_float64_converts_and_checks_shape() -> None:
+    out = v.as_float64([[1, 2], [3, 4]], "X", ndim=2, shape=[None, 2])
+    assert out.dtype == tf.float64 and out.shape == (2, 2)
+    with pytest.raises(ValueError, match="X must have 1 dimension"):
+        v.as_float64([[1.0]], "X", ndim=1)
+    with pytest.raises(ValueError, match=r"X must have shape \['\?', 3\]"):
+        v.as_float64(np.zeros((2, 2)), "X", shape=[None, 3])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_as_float64_rejects_non_finite(bad: float) -> None:
+    with pytest.raises(ValueError, match="y contains NaN or infinite"):
+        v.as_float64([0.0, bad], "y")
+
+
+@pytest.mark.parametrize("bad", ["abc", None, np.array(["a"]), tf.constant(["a"])])
+def test_as_float64_rejects_non_numeric(bad: object) -> None:
+    with pytest.raises(TypeError, match="y must be"):
+        v.as_float64(bad, "y")
+
+
+def test_as_float64_does_not_mutate_input() -> None:
+    x = np.arange(3, dtype=np.float32)
+    v.as_float64(x, "x")
+    assert x.dtype == np.float32 and list(x) == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("lam", [0, 0.5, 1.0, np.float64(0.1)])
+def test_unit_interval_accepts(lam: float) -> None:
+    assert v.check_unit_interval(lam, "lam") == float(lam)
+
+
+def test_unit_interval_rejects() -> None:
+    with pytest.raises(ValueError, match="lam must lie in"):
+        v.check_unit_interval(1.5, "lam")
+    with pytest.raises(ValueError, match="lam must lie in"):
+        v.check_unit_interval(float("nan"), "lam")
+    with pytest.raises(TypeError, match="lam must be a number"):
+        v.check_unit_interval("0.1", "lam")
+    with pytest.raises(TypeError, match="lam must be a number"):
+        v.check_unit_interval(True, "lam")
+
+
+def test_positive_int() -> None:
+    assert v.check_positive_int(3, "n") == 3
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        v.check_positive_int(0, "n")
+    with pytest.raises(TypeError, match="n must be a positive integer"):
+        v.check_positive_int(2.0, "n")
+
+
+def test_binary_labels() -> None:
+    assert v.check_binary_labels([0, 1, 1], "y").dtype == tf.float64
+    with pytest.raises(ValueError, match="y must contain only the labels 0 and 1"):
+        v.check_binary_labels([0, 2], "y")
+
+
+def test_gaussian_belief() -> None:
+    q = tfd.MultivariateNormalTriL(tf.zeros(2, tf.float64), tf.eye(2, dtype=tf.float64))
+    assert v.check_gaussian_belief(q) is q
+    with pytest.raises(TypeError, match="q_full must have dtype float64"):
+        v.check_gaussian_belief(tfd.MultivariateNormalTriL(tf.zeros(2), tf.eye(2)))
+    with pytest.raises(TypeError, match="q_full must be a tfd.MultivariateNormalTriL"):
+        v.check_gaussian_belief(tfd.Normal(0.0, 1.0))
+    batched = tfd.MultivariateNormalTriL(tf.zeros([3, 2], tf.float64), tf.eye(2, dtype=tf.float64))
+    with pytest.raises(ValueError, match="empty batch shape"):
+        v.check_gaussian_belief(batched)
+
+
+def test_callable_and_values() -> None:
+    with pytest.raises(TypeError, match="f must be callable"):
+        v.check_callable(3, "f", "theta [S, d] -> [S]")
+    with pytest.raises(ValueError, match=r"f must return shape \[4\]"):
+        v.check_log_likelihood_values(tf.zeros([4, 1], tf.float64), 4, "f")
+    with pytest.raises(ValueError, match="the output of f contains NaN"):
+        v.check_log_likelihood_values(tf.constant([0.0, np.nan], tf.float64), 2, "f")
