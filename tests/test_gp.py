@@ -1,0 +1,263 @@
+"""Tests for unlearnkit.gp: reading, writing and scoring the inducing belief of a GPflow SVGP."""
+
+from __future__ import annotations
+
+import gpflow
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unlearnkit import gp
+
+tfd = tfp.distributions
+
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(24, 2))
+Y_CLASS = (X[:, :1] + 0.3 * RNG.normal(size=(24, 1)) > 0).astype(np.float64)
+Y_REG = np.sin(X[:, :1]) + 0.1 * RNG.normal(size=(24, 1))
+
+
+def _svgp(likelihood: str, *, whiten: bool, q_diag: bool = False, mean: bool = False):
+    lik = gpflow.likelihoods.Bernoulli() if likelihood == "bernoulli" else gpflow.likelihoods.Gaussian(0.1)
+    model = gpflow.models.SVGP(
+        gpflow.kernels.SquaredExponential(lengthscales=1.2),
+        lik,
+        X[:5].copy(),
+        whiten=whiten,
+        q_diag=q_diag,
+        mean_function=gpflow.mean_functions.Linear(A=[[0.3], [-0.2]], b=[0.1]) if mean else None,
+    )
+    Y = Y_CLASS if likelihood == "bernoulli" else Y_REG
+    gpflow.optimizers.Scipy().minimize(
+        model.training_loss_closure((X, Y)), model.trainable_variables, options={"maxiter": 30}
+    )
+    return model
+
+
+_FIXED_MODEL = _svgp("bernoulli", whiten=True)  # shared by tests that only read it
+
+MODELS = {
+    "bernoulli-whitened": ("bernoulli", dict(whiten=True)),
+    "bernoulli-unwhitened": ("bernoulli", dict(whiten=False)),
+    "bernoulli-qdiag-whitened": ("bernoulli", dict(whiten=True, q_diag=True)),
+    "gaussian-whitened-mean": ("gaussian", dict(whiten=True, mean=True)),
+    "gaussian-unwhitened": ("gaussian", dict(whiten=False)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    likelihood, options = MODELS[request.param]
+    return _svgp(likelihood, **options)
+
+
+def _labels(model):
+    return Y_CLASS if isinstance(model.likelihood, gpflow.likelihoods.Bernoulli) else Y_REG
+
+
+def _snapshot(model):
+    return [v.numpy().copy() for v in model.variables]
+
+
+def _assert_unchanged(model, snapshot):
+    after = _snapshot(model)
+    assert len(after) == len(snapshot)
+    for before, now in zip(snapshot, after):
+        np.testing.assert_array_equal(before, now)
+
+
+def _random_belief(num_inducing: int, seed: int) -> tfd.MultivariateNormalTriL:
+    rng = np.random.default_rng(seed)
+    scale = np.tril(rng.normal(size=(num_inducing, num_inducing)) * 0.3)
+    scale[np.diag_indices(num_inducing)] = rng.uniform(0.2, 1.0, size=num_inducing)
+    return tfd.MultivariateNormalTriL(rng.normal(size=num_inducing), tf.constant(scale))
+
+
+# --- inducing_posterior / with_inducing_posterior -------------------------------------
+
+
+def test_round_trip_reproduces_predictions(model):
+    snapshot = _snapshot(model)
+    copy = gp.with_inducing_posterior(model, gp.inducing_posterior(model))
+    assert copy is not model
+    mean, var = model.predict_f(X)
+    mean_copy, var_copy = copy.predict_f(X)
+    np.testing.assert_allclose(mean_copy, mean, atol=1e-10)
+    np.testing.assert_allclose(var_copy, var, atol=1e-10)
+    np.testing.assert_allclose(copy.elbo((X, _labels(model))), model.elbo((X, _labels(model))), rtol=1e-10)
+    _assert_unchanged(model, snapshot)
+
+
+def test_inducing_posterior_is_in_u_space(model):
+    q = gp.inducing_posterior(model)
+    assert isinstance(q, tfd.MultivariateNormalTriL) and q.dtype == tf.float64
+    assert q.event_shape.as_list() == [5]
+    m = model.q_mu.numpy()[:, 0]
+    q_sqrt = model.q_sqrt.numpy()
+    S = np.diag(q_sqrt[:, 0] ** 2) if q_sqrt.ndim == 2 else q_sqrt[0] @ q_sqrt[0].T
+    if model.whiten:  # u = L v
+        kuu = model.kernel(model.inducing_variable.Z) + gpflow.config.default_jitter() * np.eye(5)
+        L = np.linalg.cholesky(kuu)
+        m, S = L @ m, L @ S @ L.T
+    np.testing.assert_allclose(q.mean(), m, atol=1e-10)
+    np.testing.assert_allclose(q.covariance(), S, atol=1e-10)
+
+
+def test_with_inducing_posterior_sets_the_given_belief(model):
+    q = _random_belief(5, seed=3)
+    snapshot = _snapshot(model)
+    new = gp.with_inducing_posterior(model, q)
+    _assert_unchanged(model, snapshot)
+    back = gp.inducing_posterior(new)
+    np.testing.assert_allclose(back.mean(), q.mean(), atol=1e-9)
+    np.testing.assert_allclose(back.covariance(), q.covariance(), atol=1e-9)
+    # everything but q(u) is copied, not shared
+    assert new.kernel is not model.kernel
+    new.kernel.lengthscales.assign(3.0)
+    _assert_unchanged(model, snapshot)
+
+
+def test_qdiag_model_gets_a_full_triangular_q_sqrt():
+    model = _svgp("bernoulli", whiten=False, q_diag=True)
+    new = gp.with_inducing_posterior(model, _random_belief(5, seed=4))
+    assert model.q_sqrt.shape.as_list() == [5, 1]
+    assert new.q_sqrt.shape.as_list() == [1, 5, 5]
+    assert new.q_sqrt.trainable == model.q_sqrt.trainable
+
+
+def test_trainable_flags_are_kept():
+    model = _svgp("bernoulli", whiten=True)
+    gpflow.set_trainable(model.kernel, False)
+    new = gp.with_inducing_posterior(model, gp.inducing_posterior(model))
+    assert not new.kernel.lengthscales.trainable
+    assert new.q_mu.trainable and new.q_sqrt.trainable
+
+
+# --- erased_log_likelihood ------------------------------------------------------------
+
+
+def test_erased_log_likelihood_matches_predictive_density_by_monte_carlo(model):
+    """log E_{q(u)} p(y_i | u) is the model's own predictive log density of point i."""
+    snapshot = _snapshot(model)
+    q = gp.inducing_posterior(model)
+    u = q.sample(40_000, seed=(1, 2))
+    Y = _labels(model)
+    for i in range(4):
+        log_lik = gp.erased_log_likelihood(model, X[i : i + 1], Y[i : i + 1])(u).numpy()
+        weights = np.exp(log_lik - log_lik.max())
+        estimate = np.log(weights.mean()) + log_lik.max()
+        # delta method: sd(log mean) ≈ sd(w) / (sqrt(S) mean(w))
+        tolerance = 5 * weights.std() / (np.sqrt(len(weights)) * weights.mean()) + 1e-6
+        expected = model.predict_log_density((X[i : i + 1], Y[i : i + 1])).numpy()[0]
+        assert abs(estimate - expected) < tolerance, (i, estimate, expected, tolerance)
+    _assert_unchanged(model, snapshot)
+
+
+def test_erased_log_likelihood_gaussian_closed_form():
+    model = _svgp("gaussian", whiten=True, mean=True)
+    u = _random_belief(5, seed=5).sample(7, seed=(3, 4)).numpy()
+    Z = model.inducing_variable.Z.numpy()
+    k = lambda a, b: model.kernel(a, b).numpy()  # noqa: E731
+    kuu = k(Z, Z) + gpflow.config.default_jitter() * np.eye(5)
+    A = np.linalg.solve(kuu, k(Z, X[:6]))
+    mean = u @ A + model.mean_function(X[:6]).numpy()[:, 0]
+    var = np.diag(k(X[:6], X[:6])) - np.sum(k(Z, X[:6]) * A, 0) + model.likelihood.variance.numpy()
+    y = Y_REG[:6, 0]
+    expected = np.sum(-0.5 * np.log(2 * np.pi * var) - 0.5 * (y - mean) ** 2 / var, axis=1)
+    got = gp.erased_log_likelihood(model, X[:6], y)(u)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+@given(st.integers(1, 8), st.integers(0, 2**16))
+def test_erased_log_likelihood_adds_over_points(split, seed):
+    model = _FIXED_MODEL
+    u = _random_belief(5, seed).sample(3, seed=(seed, 0))
+    whole = gp.erased_log_likelihood(model, X[:9], Y_CLASS[:9])(u)
+    parts = gp.erased_log_likelihood(model, X[:split], Y_CLASS[:split])(u) + gp.erased_log_likelihood(
+        model, X[split:9], Y_CLASS[split:9]
+    )(u)
+    np.testing.assert_allclose(whole, parts, rtol=1e-10)
+
+
+
+def test_erased_log_likelihood_is_differentiable_and_traceable():
+    model = _FIXED_MODEL
+    log_lik = gp.erased_log_likelihood(model, X[:6], Y_CLASS[:6, 0])
+    u = tf.Variable(gp.inducing_posterior(model).sample(4, seed=(5, 6)))
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(log_lik(u))
+    grad = tape.gradient(total, u)
+    assert grad.shape == (4, 5) and np.all(np.isfinite(grad))
+    # central finite difference along one coordinate
+    eps = 1e-6
+    shift = np.zeros((4, 5))
+    shift[:, 2] = eps
+    fd = (log_lik(u + shift) - log_lik(u - shift)) / (2 * eps)
+    np.testing.assert_allclose(grad[:, 2], fd, rtol=1e-5, atol=1e-7)
+    graph = tf.function(lambda v: log_lik(v))
+    np.testing.assert_allclose(graph(u), log_lik(u), rtol=1e-12)
+
+
+def test_conditional_predictive_mean_averages_to_predict_y(model):
+    u = gp.inducing_posterior(model).sample(40_000, seed=(7, 8))
+    per_sample = gp.conditional_predictive_mean(model, X[:5])(u).numpy()
+    assert per_sample.shape == (40_000, 5)
+    tolerance = 5 * per_sample.std(0) / np.sqrt(len(u)) + 1e-8
+    expected = model.predict_y(X[:5])[0].numpy()[:, 0]
+    assert np.all(np.abs(per_sample.mean(0) - expected) < tolerance)
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+def test_rejects_models_that_are_not_single_output_svgps():
+    gpr = gpflow.models.GPR((X, Y_REG), gpflow.kernels.SquaredExponential())
+    two = gpflow.models.SVGP(
+        gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Gaussian(), X[:4].copy(), num_latent_gps=2
+    )
+    q = _random_belief(4, seed=0)
+    for bad, error in ((gpr, TypeError), ("model", TypeError), (two, ValueError)):
+        with pytest.raises(error, match="model"):
+            gp.inducing_posterior(bad)
+        with pytest.raises(error, match="model"):
+            gp.with_inducing_posterior(bad, q)
+        with pytest.raises(error, match="model"):
+            gp.erased_log_likelihood(bad, X[:2], Y_REG[:2])
+
+
+def test_rejects_bad_erased_data():
+    model = _FIXED_MODEL
+    with pytest.raises(ValueError, match="X_e"):
+        gp.erased_log_likelihood(model, X[:3, :1], Y_CLASS[:3])  # wrong input dimension
+    with pytest.raises(ValueError, match="X_e"):
+        gp.erased_log_likelihood(model, X[0], Y_CLASS[:1])  # not a matrix
+    with pytest.raises(ValueError, match="X_e"):
+        gp.erased_log_likelihood(model, np.full((2, 2), np.nan), Y_CLASS[:2])
+    with pytest.raises(ValueError, match="Y_e"):
+        gp.erased_log_likelihood(model, X[:3], Y_CLASS[:4])  # mismatched length
+    with pytest.raises(ValueError, match="Y_e"):
+        gp.erased_log_likelihood(model, X[:3], np.array([0.0, 2.0, 1.0]))  # not a label
+    with pytest.raises(ValueError, match="Y_e"):
+        gp.erased_log_likelihood(model, X[:3], np.zeros((3, 2)))
+    with pytest.raises(TypeError, match="Y_e"):
+        gp.erased_log_likelihood(model, X[:3], "yes")
+    log_lik = gp.erased_log_likelihood(model, X[:3], Y_CLASS[:3])
+    with pytest.raises(ValueError, match="u"):
+        log_lik(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="u"):
+        log_lik(np.zeros(5))
+
+
+def test_rejects_bad_beliefs():
+    model = _FIXED_MODEL
+    with pytest.raises(ValueError, match="event shape"):
+        gp.with_inducing_posterior(model, _random_belief(4, seed=0))
+    with pytest.raises(TypeError, match="q"):
+        gp.with_inducing_posterior(model, tfd.MultivariateNormalDiag(np.zeros(5), np.ones(5)))
+    with pytest.raises(TypeError, match="float64"):
+        gp.with_inducing_posterior(
+            model, tfd.MultivariateNormalTriL(np.zeros(5, np.float32), np.eye(5, dtype=np.float32))
+        )
