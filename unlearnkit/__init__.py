@@ -12,7 +12,8 @@ Modules, one per idea of the book:
 """
 
 from unlearnkit import likelihoods
+from unlearnkit import bif
 
 __version__ = "0.1.0"
 
-__all__ = ["likelihoods", "__version__"]
+__all__ = ["likelihoods", "bif", "__version__"]
