@@ -261,3 +261,51 @@ def test_rejects_bad_beliefs():
         gp.with_inducing_posterior(
             model, tfd.MultivariateNormalTriL(np.zeros(5, np.float32), np.eye(5, dtype=np.float32))
         )
+
+
+# --- fit_inducing_posterior -----------------------------------------------------------
+
+
+def test_fit_inducing_posterior_trains_only_q_u():
+    model = _svgp("bernoulli", whiten=True)
+    gpflow.set_trainable(model.kernel, True)  # trainable flags must not matter
+    model.num_data = 24
+    snapshot = _snapshot(model)
+    remaining = (X[6:], Y_CLASS[6:])
+    new, result = gp.fit_inducing_posterior(model, *remaining, return_result=True)
+    _assert_unchanged(model, snapshot)
+    assert result.success, result.message
+    assert new.num_data == 18
+    np.testing.assert_array_equal(new.kernel.lengthscales.numpy(), model.kernel.lengthscales.numpy())
+    np.testing.assert_array_equal(new.inducing_variable.Z.numpy(), model.inducing_variable.Z.numpy())
+    assert new.elbo(remaining) > model.elbo(remaining) + 1e-3
+    # an optimum: refitting from it changes nothing and the ELBO's gradient in q(u) vanishes
+    with tf.GradientTape() as tape:
+        elbo = new.elbo(remaining)
+    grads = tape.gradient(elbo, [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable])
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in grads) < 1e-3
+    again = gp.fit_inducing_posterior(new, *remaining)
+    np.testing.assert_allclose(again.elbo(remaining), new.elbo(remaining), atol=1e-8)
+
+
+def test_fit_inducing_posterior_gaussian_matches_the_optimal_q_u():
+    """For a Gaussian likelihood the optimal q(u) is known in closed form (Titsias, SGPR)."""
+    model = _svgp("gaussian", whiten=False)
+    new = gp.fit_inducing_posterior(model, X, Y_REG, max_iterations=2000)
+    sgpr = gpflow.models.SGPR(
+        (X, Y_REG), model.kernel, model.inducing_variable.Z.numpy(), noise_variance=model.likelihood.variance
+    )
+    np.testing.assert_allclose(new.elbo((X, Y_REG)), sgpr.elbo(), rtol=1e-6)
+    mean, var = sgpr.predict_f(X[:5])
+    mean_new, var_new = new.predict_f(X[:5])
+    np.testing.assert_allclose(mean_new, mean, atol=1e-4)
+    np.testing.assert_allclose(var_new, var, atol=1e-4)
+
+
+def test_fit_inducing_posterior_rejects_bad_input():
+    with pytest.raises(ValueError, match="Y"):
+        gp.fit_inducing_posterior(_FIXED_MODEL, X[:5], Y_CLASS[:4])
+    with pytest.raises(ValueError, match="max_iterations"):
+        gp.fit_inducing_posterior(_FIXED_MODEL, X[:5], Y_CLASS[:5], max_iterations=0)
+    with pytest.raises(TypeError, match="model"):
+        gp.fit_inducing_posterior(None, X[:5], Y_CLASS[:5])

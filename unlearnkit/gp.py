@@ -13,6 +13,9 @@ routine of :mod:`unlearnkit` applies with theta = u:
 3. :func:`with_inducing_posterior` puts an unlearned belief back into a copy of the model,
    ready for ``predict_f`` / ``predict_y``.
 
+:func:`fit_inducing_posterior` is the baseline they are measured against: retraining q(u)
+on the remaining data with everything else held fixed.
+
 The GP's likelihood given u integrates the latent values out exactly,
 
     p(y | x, u) = ∫ p(y | f) N(f; m(x) + k_u(x)ᵀ K_uu⁻¹ u, k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)) df,
@@ -26,9 +29,10 @@ Only single-output SVGPs (``num_latent_gps == 1``) with a single-output kernel a
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple, Union
 
 import gpflow
+import scipy.optimize
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -36,6 +40,7 @@ from unlearnkit._validation import (
     as_float64,
     check_binary_labels,
     check_gaussian_belief,
+    check_positive_int,
     ensure_finite,
 )
 
@@ -46,6 +51,7 @@ __all__ = [
     "erased_log_likelihood",
     "with_inducing_posterior",
     "conditional_predictive_mean",
+    "fit_inducing_posterior",
 ]
 
 
@@ -193,6 +199,24 @@ def _check_inputs(model: gpflow.models.SVGP, X: object, name: str) -> tf.Tensor:
     return X
 
 
+def _check_outputs(
+    model: gpflow.models.SVGP, Y: object, num_data: int, name: str, inputs_name: str
+) -> tf.Tensor:
+    """Outputs as float64 [n, 1]; labels in {0, 1} for a Bernoulli likelihood."""
+    if isinstance(model.likelihood, gpflow.likelihoods.Bernoulli):
+        Y = check_binary_labels(Y, name)
+    else:
+        Y = as_float64(Y, name)
+    if Y.shape.rank == 1:
+        Y = Y[:, None]
+    if Y.shape.as_list() != [num_data, 1]:
+        raise ValueError(
+            f"{name} must have shape [{num_data}] or [{num_data}, 1] to match {inputs_name}, "
+            f"got {Y.shape.as_list()}"
+        )
+    return Y
+
+
 def _u_checker(num_inducing: int) -> Callable[[object], tf.Tensor]:
     def check(u: object) -> tf.Tensor:
         u = tf.convert_to_tensor(u, dtype=tf.float64)
@@ -224,17 +248,7 @@ def erased_log_likelihood(
     """
     model = _check_svgp(model)
     X_e = _check_inputs(model, X_e, "X_e")
-    if isinstance(model.likelihood, gpflow.likelihoods.Bernoulli):
-        Y_e = check_binary_labels(Y_e, "Y_e")
-    else:
-        Y_e = as_float64(Y_e, "Y_e")
-    if Y_e.shape.rank == 1:
-        Y_e = Y_e[:, None]
-    if Y_e.shape.as_list() != [X_e.shape[0], 1]:
-        raise ValueError(
-            f"Y_e must have shape [{X_e.shape[0]}] or [{X_e.shape[0]}, 1] to match X_e, "
-            f"got {Y_e.shape.as_list()}"
-        )
+    Y_e = _check_outputs(model, Y_e, X_e.shape[0], "Y_e", "X_e")
     num_inducing = _num_inducing(model)
     conditional = _LatentGivenInducing(model, X_e)
     likelihood = gpflow.utilities.deepcopy(model.likelihood)  # a snapshot, like the kernel
@@ -285,3 +299,46 @@ def conditional_predictive_mean(
         return _predictive_mean(check_u(u))
 
     return predictive_mean
+
+
+def fit_inducing_posterior(
+    model: gpflow.models.SVGP,
+    X: object,
+    Y: object,
+    *,
+    max_iterations: int = 1000,
+    return_result: bool = False,
+) -> Union[gpflow.models.SVGP, Tuple[gpflow.models.SVGP, scipy.optimize.OptimizeResult]]:
+    """Retrain only q(u) on the data (X, Y): the baseline that unlearning approximates.
+
+    A copy of ``model`` whose q_mu and q_sqrt maximise the ELBO on (X, Y), found by
+    L-BFGS (``gpflow.optimizers.Scipy``) starting from the model's own q(u). Kernel,
+    likelihood, inducing inputs and mean function are held fixed whatever their trainable
+    flags, so the result is the exact target of unlearning data from ``model``.
+
+    Args:
+        model: a ``gpflow.models.SVGP`` with one latent GP (unchanged).
+        X: inputs, [n, D].
+        Y: outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
+        max_iterations: L-BFGS iteration cap.
+        return_result: also return scipy's ``OptimizeResult`` (iterations, convergence).
+
+    Returns:
+        A new ``gpflow.models.SVGP`` (``num_data`` set to n if the model had it set), and
+        the optimiser's result if requested.
+    """
+    model = _check_svgp(model)
+    X = _check_inputs(model, X, "X")
+    Y = _check_outputs(model, Y, X.shape[0], "Y", "X")
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    new = gpflow.utilities.deepcopy(model)
+    if new.num_data is not None:
+        new.num_data = X.shape[0]
+    result = gpflow.optimizers.Scipy().minimize(
+        new.training_loss_closure((X, Y)),
+        [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable],
+        options={"maxiter": max_iterations},
+    )
+    ensure_finite(new.q_mu, "the retrained q_mu")
+    ensure_finite(new.q_sqrt, "the retrained q_sqrt")
+    return (new, result) if return_result else new
