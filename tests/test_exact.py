@@ -157,8 +157,7 @@ def _prior(d: int, seed: int = 1) -> LinearGaussian:
 
 
 def _moments(model: LinearGaussian):
-    q = model.distribution
-    return q.mean().numpy(), q.covariance().numpy()
+    return model.posterior_mean, model.posterior_covariance
 
 
 def _assert_same_posterior(a: LinearGaussian, b: LinearGaussian, tol: float = 1e-9) -> None:
@@ -178,6 +177,11 @@ def test_linear_gaussian_posterior_matches_textbook_formula() -> None:
     assert posterior.dtype == tf.float64 and posterior.event_shape == [3]
     np.testing.assert_allclose(posterior.mean().numpy(), mean, rtol=1e-10)
     np.testing.assert_allclose(posterior.covariance().numpy(), cov, rtol=1e-10, atol=1e-14)
+    model = prior.observe(X, y)
+    np.testing.assert_allclose(model.posterior_mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(model.posterior_covariance, cov, rtol=1e-10, atol=1e-14)
+    assert not model.posterior_mean.flags.writeable
+    assert not model.posterior_covariance.flags.writeable
 
 
 def test_linear_gaussian_without_data_is_the_prior() -> None:

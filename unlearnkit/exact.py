@@ -30,7 +30,7 @@ import tensorflow_probability as tfp
 from scipy import special
 from scipy.linalg import lapack
 
-from unlearnkit._validation import as_float64_array, check_binary_labels
+from unlearnkit._validation import as_float64_array
 
 tfd = tfp.distributions
 
@@ -168,11 +168,13 @@ def _log_beta(a: float, b: float) -> float:
 
 
 def _count_binary(x: object, name: str) -> Tuple[int, int]:
-    labels = check_binary_labels(x, name)
-    if labels.shape.rank != 1:
-        raise ValueError(f"{name} must have 1 dimension(s), got shape {labels.shape.as_list()}")
-    ones = int(tf.reduce_sum(labels))
-    return ones, int(labels.shape[0]) - ones
+    """(number of ones, number of zeros) of a vector of labels in {0, 1}."""
+    labels = as_float64_array(x, name, ndim=1)
+    ones = int(np.count_nonzero(labels == 1.0))
+    zeros = int(np.count_nonzero(labels == 0.0))
+    if ones + zeros != labels.shape[0]:
+        raise ValueError(f"{name} must contain only the labels 0 and 1")
+    return ones, zeros
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -184,8 +186,9 @@ class LinearGaussian:
     The posterior has precision ``P = prior_cov^{-1} + X^T X / noise_variance`` and mean
     ``P^{-1} (prior_cov^{-1} prior_mean + X^T y / noise_variance)``. Unlearning subtracts
     the statistics of the erased rows: O(|D_e| d^2 + d^3) time, independent of how many
-    rows were observed. The statistics live in NumPy; :attr:`distribution` builds the
-    TensorFlow Probability posterior when it is first asked for.
+    rows were observed. The statistics live in NumPy; :attr:`posterior_mean` and
+    :attr:`posterior_covariance` are computed, and :attr:`distribution` (the TensorFlow
+    Probability posterior) is built, when first asked for.
 
     Args:
         prior_mean: prior mean, [d].
@@ -364,7 +367,19 @@ class LinearGaussian:
         mean, _ = lapack.dpotrs(chol, shift, lower=1)
         cov, _ = lapack.dpotri(chol, lower=1)
         cov = np.tril(cov) + np.tril(cov, -1).T
+        for array in (mean, chol, cov):
+            array.flags.writeable = False
         return mean, chol, cov
+
+    @property
+    def posterior_mean(self) -> np.ndarray:
+        """Posterior mean of theta, [d] (read-only NumPy array)."""
+        return self._posterior[0]
+
+    @property
+    def posterior_covariance(self) -> np.ndarray:
+        """Posterior covariance of theta, [d, d] (read-only NumPy array)."""
+        return self._posterior[2]
 
     @functools.cached_property
     def distribution(self) -> tfd.MultivariateNormalTriL:
