@@ -13,8 +13,9 @@ Modules, one per idea of the book:
 
 from unlearnkit import likelihoods
 from unlearnkit import exact
+from unlearnkit import gp
 from unlearnkit import bif
 
 __version__ = "0.1.0"
 
-__all__ = ["likelihoods", "exact", "bif", "__version__"]
+__all__ = ["likelihoods", "exact", "gp", "bif", "__version__"]
