@@ -344,3 +344,30 @@ def test_inputs_are_not_mutated():
     np.testing.assert_array_equal(X, X_copy)
     np.testing.assert_array_equal(y, y_copy)
     np.testing.assert_array_equal(erased, [1, 2])
+
+
+def test_cg_compiles_once_per_energy_and_does_not_keep_it_alive():
+    import gc
+    import weakref
+
+    from unlearnkit.bif import influence
+
+    rng = np.random.default_rng(8)
+    A, b = _random_spd(rng, 3), rng.normal(size=3)
+    energy = _quadratic(A, b)
+    params = tf.constant(np.linalg.solve(A, b))
+    first = bif.influence_unlearn(params, energy, _linear_erased_3, solver="cg")
+    compiled = influence._COMPILED_HVPS[energy]
+    second = bif.influence_unlearn(params + 0.1, energy, _linear_erased_3, solver="cg")
+    assert influence._COMPILED_HVPS[energy] is compiled
+    np.testing.assert_allclose(
+        second.numpy() - (params.numpy() + 0.1), first.numpy() - params.numpy(), rtol=1e-9
+    )
+    alive = weakref.ref(energy)
+    del energy, compiled
+    gc.collect()
+    assert alive() is None
+
+
+def _linear_erased_3(g):
+    return tf.tensordot(tf.constant([0.3, -0.2, 0.5], tf.float64), g, 1)

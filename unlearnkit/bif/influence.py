@@ -21,6 +21,7 @@ damping, which solves with ``H + damping * I`` instead.
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -184,15 +185,48 @@ def hessian_vector_product(
     vector = tf.convert_to_tensor(vector, dtype=tf.float64)
     if vector.shape != params.shape:
         raise ValueError(f"vector must have shape {params.shape.as_list()}, got {vector.shape.as_list()}")
+    energy_gradient(energy, params, name=name)  # checks the value and the dependence on params
+    product = _forward_over_reverse(energy, params, vector)
+    return ensure_finite(product, f"the Hessian-vector product of {name}")
+
+
+def _forward_over_reverse(energy: Energy, params: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
     with tf.autodiff.ForwardAccumulator(primals=params, tangents=vector) as accumulator:
         with tf.GradientTape() as tape:
             tape.watch(params)
-            value = _check_energy_value(energy(params), name)
+            value = energy(params)
         gradient = tape.gradient(value, params)
-        if gradient is None:
-            raise ValueError(f"{name} does not depend on params through TensorFlow operations")
-    product = accumulator.jvp(gradient, unconnected_gradients="zero")
-    return ensure_finite(product, f"the Hessian-vector product of {name}")
+    return accumulator.jvp(gradient, unconnected_gradients="zero")
+
+
+# Compiled Hessian-vector products, one per energy callable, so that conjugate gradients (and
+# repeated calls with the same energy) pay TensorFlow's tracing cost once. The traced function
+# holds the energy only weakly, so the cache never keeps an energy alive.
+_COMPILED_HVPS: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _compiled_hessian_vector_product(energy: Energy) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    try:
+        return _COMPILED_HVPS[energy]
+    except (KeyError, TypeError):
+        pass
+    energy_ref = weakref.ref(energy) if _weakrefable(energy) else (lambda: energy)
+
+    @tf.function(reduce_retracing=True)
+    def product(params: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+        return _forward_over_reverse(energy_ref(), params, vector)
+
+    if _weakrefable(energy):
+        _COMPILED_HVPS[energy] = product
+    return product
+
+
+def _weakrefable(obj: object) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------- solvers
@@ -288,9 +322,12 @@ def _newton_direction(
     """``(hess energy(params) + damping I)^{-1} rhs`` with the chosen solver."""
     if solver == "exact":
         return _solve_exact(energy_hessian(energy, params), rhs, damping)
+    energy_gradient(energy, params)  # eager checks once; the products below are compiled
+    compiled = _compiled_hessian_vector_product(energy)
 
     def matvec(vector: tf.Tensor) -> tf.Tensor:
-        return hessian_vector_product(energy, params, vector) + damping * vector
+        product = ensure_finite(compiled(params, vector), "the Hessian-vector product of energy")
+        return product + damping * vector
 
     return conjugate_gradient(matvec, rhs, tol=tol, max_iter=max_iter)
 
@@ -320,7 +357,9 @@ def influence_unlearn(
         erased_energy: ``gamma [d] -> sum_{z in S'} h(gamma, z)``, the scalar energy of the
             data to remove.
         solver: ``"exact"`` (dense autodiff Hessian, Cholesky solve) or ``"cg"`` (conjugate
-            gradients on forward-over-reverse Hessian-vector products).
+            gradients on forward-over-reverse Hessian-vector products, compiled with
+            ``tf.function`` once per ``energy`` callable, so ``energy`` must be traceable: a
+            pure function of ``gamma`` built from TensorFlow operations).
         damping: non-negative multiple of the identity added to the Hessian. Leave at 0 at a
             true minimiser; a positive value is needed where the Hessian is not positive
             definite (e.g. at a single posterior sample).
