@@ -16,6 +16,10 @@ from unlearnkit.bif.influence import (
     influence_unlearn_sequential,
 )
 from unlearnkit.bif.map_energy import laplace_approximation, map_energies, newton_minimize
+from unlearnkit.bif import gmm
+from unlearnkit.bif.energies import GaussianMixtureModel, svi_noise
+from unlearnkit.bif.samplers import SGHMC, SGLD, SamplerResult, forget_samples, influence_hessians
+from unlearnkit.bif.svi import SVIFit, fit_svi, forget_svi
 
 __all__ = [
     "Energy",
@@ -28,4 +32,15 @@ __all__ = [
     "laplace_approximation",
     "map_energies",
     "newton_minimize",
+    "gmm",
+    "GaussianMixtureModel",
+    "svi_noise",
+    "SGLD",
+    "SGHMC",
+    "SamplerResult",
+    "forget_samples",
+    "influence_hessians",
+    "SVIFit",
+    "fit_svi",
+    "forget_svi",
 ]

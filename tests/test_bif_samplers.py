@@ -1,0 +1,256 @@
+"""Tests for SGLD / SGHMC and for forgetting applied to every posterior sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unlearnkit.bif import (
+    SGHMC,
+    SGLD,
+    GaussianMixtureModel,
+    forget_samples,
+    gmm,
+    influence_hessians,
+    influence_unlearn,
+)
+from unlearnkit.bif.samplers import influence_steps
+
+# Conjugate model: z_i ~ N(theta, I_2), theta ~ N(0, PRIOR_VAR I_2).
+PRIOR_VAR = 4.0
+RNG = np.random.default_rng(7)
+POINTS = RNG.normal([1.0, -0.5], 1.0, size=(40, 2))
+POST_PRECISION = len(POINTS) + 1.0 / PRIOR_VAR
+POST_MEAN = POINTS.sum(0) / POST_PRECISION
+POST_VAR = 1.0 / POST_PRECISION
+NUM_CHAINS = 1000
+
+
+def gaussian_h(theta, points):
+    """-log N(z | theta, I) up to a constant: theta [C, 2], points [n, 2] or [C, b, 2]."""
+    return 0.5 * tf.reduce_sum((points - theta[:, None, :]) ** 2, -1)
+
+
+def gaussian_f(theta):
+    return 0.5 * tf.reduce_sum(theta**2, -1) / PRIOR_VAR
+
+
+def _check_posterior(samples, check_variance=True):
+    samples = samples.numpy()
+    mean_error = np.abs(samples.mean(0) - POST_MEAN)
+    assert (mean_error < 4.0 * np.sqrt(POST_VAR / NUM_CHAINS)).all(), mean_error
+    if check_variance:  # relative standard error of a variance from C draws: sqrt(2 / C)
+        ratio = samples.var(0) / POST_VAR
+        assert (np.abs(ratio - 1.0) < 4.0 * np.sqrt(2.0 / NUM_CHAINS) + 0.02).all(), ratio
+
+
+SAMPLERS = {
+    "sgld": lambda batch: SGLD(
+        gaussian_h, gaussian_f, step_size=1e-3, batch_size=batch, num_steps=600, record_every=20
+    ),
+    "sghmc": lambda batch: SGHMC(
+        gaussian_h,
+        gaussian_f,
+        learning_rate=1e-3,
+        momentum_decay=0.3,
+        batch_size=batch,
+        num_steps=600,
+        record_every=20,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_full_batch_sampler_reaches_the_conjugate_posterior(name):
+    result = SAMPLERS[name](None).sample(POINTS, np.zeros((NUM_CHAINS, 2)), seed=3)
+    assert result.samples.shape == (NUM_CHAINS, 2)
+    assert result.trace.shape == (30, NUM_CHAINS, 2)
+    np.testing.assert_array_equal(result.trace[-1], result.samples)
+    _check_posterior(result.samples)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_minibatch_sampler_reaches_the_posterior_mean(name):
+    # Minibatch noise inflates the variance a little (no noise correction); the mean is unbiased.
+    result = SAMPLERS[name](10).sample(POINTS, np.zeros((NUM_CHAINS, 2)), seed=4)
+    _check_posterior(result.samples, check_variance=False)
+    assert np.all(result.samples.numpy().var(0) < 2.0 * POST_VAR)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_seeds_reproduce_runs(name):
+    sampler = SAMPLERS[name](10)
+    init = np.zeros((5, 2))
+    a, b = sampler.sample(POINTS, init, seed=1), sampler.sample(POINTS, init, seed=1)
+    np.testing.assert_array_equal(a.trace, b.trace)
+    c = sampler.sample(POINTS, init, seed=(1, 2))
+    assert not np.allclose(a.samples, c.samples)
+
+
+def test_sampler_does_not_mutate_inputs():
+    points, init = POINTS.copy(), np.ones((4, 2))
+    init_copy = init.copy()
+    SAMPLERS["sgld"](10).sample(points, init, seed=0)
+    np.testing.assert_array_equal(points, POINTS)
+    np.testing.assert_array_equal(init, init_copy)
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: SGLD(gaussian_h, gaussian_f, step_size=0.0), ValueError, "step_size"),
+        (lambda: SGLD(gaussian_h, gaussian_f, step_size=np.nan), ValueError, "step_size"),
+        (lambda: SGLD("h", gaussian_f, step_size=1e-3), TypeError, "h must be callable"),
+        (lambda: SGLD(gaussian_h, gaussian_f, step_size=1e-3, batch_size=0), ValueError, "batch_size"),
+        (lambda: SGLD(gaussian_h, gaussian_f, step_size=1e-3, num_steps=15, record_every=10), ValueError, "multiple"),
+        (lambda: SGHMC(gaussian_h, gaussian_f, learning_rate=1e-3, momentum_decay=1.5), ValueError, "momentum_decay"),
+        (lambda: SGHMC(gaussian_h, gaussian_f, learning_rate=-1.0), ValueError, "learning_rate"),
+    ],
+)
+def test_bad_sampler_settings(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_bad_sampler_inputs():
+    sampler = SAMPLERS["sgld"](10)
+    with pytest.raises(ValueError, match="init"):
+        sampler.sample(POINTS, np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="init"):
+        sampler.sample(POINTS, np.zeros(2))
+    with pytest.raises(ValueError, match="points"):
+        sampler.sample(np.zeros((0, 2)), np.zeros((3, 2)))
+    with pytest.raises(TypeError, match="seed"):
+        sampler.sample(POINTS, np.zeros((3, 2)), seed=1.5)
+    diverging = SGLD(gaussian_h, gaussian_f, step_size=10.0, batch_size=None, num_steps=200)
+    with pytest.raises(ValueError, match="diverged"):
+        diverging.sample(POINTS, np.zeros((3, 2)))
+
+
+# ------------------------------------------------------------------------------ forgetting
+
+MODEL = GaussianMixtureModel()
+
+
+@pytest.fixture(scope="module")
+def gmm_samples():
+    data = gmm.make_gmm_data(400, seed=5)
+    centres = gmm.kmeans_centres(data.points, 4, seed=0).reshape(-1)
+    init = centres + 0.1 * np.random.default_rng(0).standard_normal((64, 8))
+    sampler = SGLD(MODEL.h, MODEL.f, step_size=1e-3, batch_size=50, num_steps=400, record_every=400)
+    samples = sampler.sample(data.points, init, seed=0).samples
+    erased = np.random.default_rng(1).permutation(gmm.structured_removal(data, per_cluster=60))
+    return data, samples, erased
+
+
+@pytest.mark.parametrize("hessian", ["after", "before"])
+def test_forget_samples_equals_influence_unlearn_per_sample(gmm_samples, hessian):
+    data, samples, erased = gmm_samples
+    keep = gmm.remaining_indices(erased, len(data.points))
+    energy_points = tf.constant(data.points[keep] if hessian == "after" else data.points)
+    removed = tf.constant(data.points[erased])
+    result = forget_samples(MODEL, samples, data.points, erased, hessian=hessian)
+    for j in range(0, 16, 5):
+        expected = influence_unlearn(
+            samples[j],
+            lambda t: MODEL.energy(t[None], energy_points)[0],
+            lambda t: tf.reduce_sum(MODEL.h(t[None], removed)),
+        )
+        np.testing.assert_allclose(result[j], expected, rtol=1e-9, atol=1e-9)
+
+
+def test_forget_samples_is_exact_for_a_conjugate_gaussian():
+    """For a quadratic energy the "after" step maps the posterior mean exactly onto the
+    retrained one, and is affine in theta."""
+
+    class Conjugate(GaussianMixtureModel):
+        def energy_derivatives(self, theta, points):
+            n = tf.cast(tf.shape(points)[0], tf.float64)
+            grad = n * theta - tf.reduce_sum(points, 0) + theta / PRIOR_VAR
+            return grad, tf.eye(2, batch_shape=[tf.shape(theta)[0]], dtype=tf.float64) * (n + 1 / PRIOR_VAR)
+
+        def h_derivatives(self, theta, points):
+            n = tf.cast(tf.shape(points)[0], tf.float64)
+            return n * theta - tf.reduce_sum(points, 0), tf.eye(
+                2, batch_shape=[tf.shape(theta)[0]], dtype=tf.float64
+            ) * n
+
+    model = Conjugate(num_components=1, dim=2, prior_scale=2.0)
+    result = SAMPLERS["sgld"](None).sample(POINTS, np.zeros((NUM_CHAINS, 2)), seed=3)
+    erased = np.arange(30)
+    processed = forget_samples(model, result.samples, POINTS, erased).numpy()
+    rest = POINTS[30:]
+    retrained_mean = rest.sum(0) / (len(rest) + 1 / PRIOR_VAR)
+    # the map theta -> theta + H_r^{-1} grad sum_erased h is affine with fixed point structure:
+    expected = retrained_mean + (result.samples.numpy() - POST_MEAN) * POST_PRECISION / (
+        len(rest) + 1 / PRIOR_VAR
+    )
+    np.testing.assert_allclose(processed, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_forget_samples_moves_centres_towards_retraining(gmm_samples):
+    data, samples, erased = gmm_samples
+    keep = gmm.remaining_indices(erased, len(data.points))
+    init = samples.numpy()
+    sampler = SGLD(MODEL.h, MODEL.f, step_size=1e-3, batch_size=50, num_steps=400, record_every=400)
+    retrained = sampler.sample(data.points[keep], init, seed=9).samples.numpy().mean(0).reshape(4, 2)
+    original = samples.numpy().mean(0).reshape(4, 2)
+    processed = forget_samples(MODEL, samples, data.points, erased).numpy().mean(0).reshape(4, 2)
+    ratio = gmm.centre_distance(processed, retrained) / gmm.centre_distance(original, retrained)
+    assert ratio < 0.2, ratio
+
+
+def test_forget_samples_inputs_not_mutated_and_chunks(gmm_samples):
+    data, samples, erased = gmm_samples
+    samples_np, points, erased_copy = samples.numpy(), data.points.copy(), erased.copy()
+    copy = samples_np.copy()
+    once = forget_samples(MODEL, samples_np, data.points, erased, hessian="before")
+    chunked = forget_samples(MODEL, samples_np, data.points, erased, hessian="before", num_chunks=8)
+    np.testing.assert_array_equal(samples_np, copy)
+    np.testing.assert_array_equal(data.points, points)
+    np.testing.assert_array_equal(erased, erased_copy)
+    assert not np.allclose(once, chunked)
+
+
+def test_indefinite_hessians_need_explicit_damping(gmm_samples):
+    data, samples, _ = gmm_samples
+    bad = samples.numpy().copy()
+    bad[0, :2] = [0.0, 3.0]  # centre 0 of sample 0 midway between two clusters: a saddle
+    hessians = influence_hessians(MODEL, bad, data.points, np.arange(3))
+    eigenvalues = np.linalg.eigvalsh(hessians.numpy()).min(-1)
+    assert eigenvalues[0] < 0 and (eigenvalues[1:] > 0).all()
+    with pytest.raises(ValueError, match="1 of 64 Hessians"):
+        forget_samples(MODEL, bad, data.points, np.arange(3))
+    damped = forget_samples(MODEL, bad, data.points, np.arange(3), damping=-eigenvalues[0] + 1.0)
+    assert np.isfinite(damped.numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"erased": np.arange(401)}, ValueError, "only 400"),
+        ({"erased": np.array([3, 3])}, ValueError, "repeated"),
+        ({"samples": np.zeros((4, 6))}, ValueError, "samples"),
+        ({"samples": np.full((4, 8), np.inf)}, ValueError, "samples"),
+        ({"points": np.full((400, 2), np.nan)}, ValueError, "points"),
+        ({"hessian": "during"}, ValueError, "hessian"),
+        ({"damping": -1.0}, ValueError, "damping"),
+    ],
+)
+def test_forget_samples_rejects_bad_input(gmm_samples, kwargs, error, message):
+    data, samples, erased = gmm_samples
+    args = {"samples": samples, "points": data.points, "erased": erased[:5]}
+    args.update({k: v for k, v in kwargs.items() if k in args})
+    other = {k: v for k, v in kwargs.items() if k not in args}
+    with pytest.raises(error, match=message):
+        forget_samples(MODEL, args["samples"], args["points"], args["erased"], **other)
+
+
+def test_influence_steps_solves_batched_systems():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 4, 4))
+    hessians = tf.constant(a @ np.transpose(a, (0, 2, 1)) + 4 * np.eye(4))
+    gradients = tf.constant(rng.normal(size=(3, 4)))
+    steps = influence_steps(gradients, hessians)
+    np.testing.assert_allclose(np.einsum("cij,cj->ci", hessians, steps), gradients, atol=1e-12)

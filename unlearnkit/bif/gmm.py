@@ -1,0 +1,183 @@
+"""The Gaussian-mixture experiment of Bayesian inference forgetting: data, removal, centres.
+
+The data (following the BIF paper's synthetic set-up): four clusters in the plane, 500
+points each, around the corners of a square of side 6. Clusters 0 and 2 are elongated,
+with covariances diag(1, 0.05) and diag(0.05, 1); clusters 1 and 3 are round (identity).
+The *structured* removal erases 400 of the 500 points of cluster 0 (those with the largest
+x) and 400 of cluster 2 (those with the smallest y): whole regions disappear, so the
+centres of the retrained model move well away from the original ones.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from unlearnkit._validation import as_float64, check_positive_int
+
+__all__ = [
+    "GMMData",
+    "TRUE_CENTRES",
+    "make_gmm_data",
+    "structured_removal",
+    "check_erased_indices",
+    "remaining_indices",
+    "kmeans_centres",
+    "match_permutation",
+    "match_centres",
+    "centre_distance",
+]
+
+TRUE_CENTRES = np.array([[-3.0, 3.0], [3.0, 3.0], [3.0, -3.0], [-3.0, -3.0]])
+"""Centres ``[4, 2]`` of the four clusters that generate the data."""
+
+_COVARIANCES = np.array([np.diag([1.0, 0.05]), np.eye(2), np.diag([0.05, 1.0]), np.eye(2)])
+
+
+class GMMData(NamedTuple):
+    """A labelled sample from the mixture.
+
+    Attributes:
+        points: ``[n, 2]`` the data.
+        labels: ``[n]`` the cluster each point was drawn from (0, ..., 3).
+        centres: ``[4, 2]`` the true centres.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    centres: np.ndarray
+
+
+def make_gmm_data(num_points: int = 2000, seed: int = 0) -> GMMData:
+    """Draw the BIF data set: ``num_points / 4`` points from each of the four clusters.
+
+    Args:
+        num_points: n, a positive multiple of 4.
+        seed: seed of the NumPy generator; the same seed gives the same data.
+
+    Returns:
+        A :class:`GMMData`, points ordered cluster by cluster.
+    """
+    check_positive_int(num_points, "num_points")
+    if num_points % 4:
+        raise ValueError(f"num_points must be a multiple of 4, got {num_points}")
+    rng = np.random.default_rng(seed)
+    per = num_points // 4
+    points = np.concatenate(
+        [rng.multivariate_normal(mu, cov, size=per) for mu, cov in zip(TRUE_CENTRES, _COVARIANCES)]
+    )
+    labels = np.repeat(np.arange(4), per)
+    return GMMData(points, labels, TRUE_CENTRES.copy())
+
+
+def structured_removal(data: GMMData, per_cluster: int = 400) -> np.ndarray:
+    """Indices ``[2 * per_cluster]`` of the structured removal.
+
+    The ``per_cluster`` points of cluster 0 with the largest x, then the ``per_cluster``
+    points of cluster 2 with the smallest y.
+    """
+    check_positive_int(per_cluster, "per_cluster")
+    points = as_float64(data.points, "data.points", ndim=2, shape=[None, 2]).numpy()
+    labels = np.asarray(data.labels)
+    chosen = []
+    for cluster, key in ((0, lambda idx: -points[idx, 0]), (2, lambda idx: points[idx, 1])):
+        members = np.flatnonzero(labels == cluster)
+        if per_cluster > members.size:
+            raise ValueError(
+                f"per_cluster={per_cluster} exceeds the {members.size} points of cluster {cluster}"
+            )
+        chosen.append(members[np.argsort(key(members), kind="stable")[:per_cluster]])
+    return np.concatenate(chosen)
+
+
+def check_erased_indices(erased: object, num_points: int, name: str = "erased") -> np.ndarray:
+    """Check indices of points to erase: integers in ``[0, n)``, no repeats, at most n of them.
+
+    Returns:
+        A new ``int64`` array ``[m]`` (the caller's array is never written to).
+    """
+    array = np.asarray(erased)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of indices, got shape {list(array.shape)}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer indices, got dtype {array.dtype}")
+    if array.size > num_points:
+        raise ValueError(f"{name} has {array.size} indices but the data has only {num_points} points")
+    if array.size and (array.min() < 0 or array.max() >= num_points):
+        raise ValueError(f"{name} must index the {num_points} points: got values outside [0, {num_points})")
+    if np.unique(array).size != array.size:
+        raise ValueError(f"{name} contains repeated indices")
+    return array.astype(np.int64)
+
+
+def remaining_indices(erased: object, num_points: int) -> np.ndarray:
+    """Indices ``[n - m]`` of the points that remain after erasing ``erased``, in order."""
+    keep = np.ones(num_points, dtype=bool)
+    keep[check_erased_indices(erased, num_points)] = False
+    return np.flatnonzero(keep)
+
+
+def kmeans_centres(
+    points: object, num_components: int = 4, seed: int = 0, num_iterations: int = 20
+) -> np.ndarray:
+    """Initial centres ``[K, D]`` from k-means++ seeding followed by Lloyd iterations.
+
+    Every inference method starts its centres here, in one mode of the (label-switching)
+    posterior, so that the chains and the variational fit stay in that mode.
+
+    Args:
+        points: ``[n, D]`` the data.
+        num_components: K.
+        seed: seed of the NumPy generator used for the k-means++ seeding.
+        num_iterations: Lloyd iterations after seeding.
+    """
+    x = as_float64(points, "points", ndim=2).numpy()
+    check_positive_int(num_components, "num_components")
+    check_positive_int(num_iterations, "num_iterations")
+    if x.shape[0] < num_components:
+        raise ValueError(f"points must hold at least num_components={num_components} rows")
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(x.shape[0])]]
+    for _ in range(1, num_components):
+        dist2 = np.min(((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(x[rng.choice(x.shape[0], p=dist2 / dist2.sum())])
+    centres = np.array(centres)
+    for _ in range(num_iterations):
+        nearest = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        for k in range(num_components):
+            if np.any(nearest == k):
+                centres[k] = x[nearest == k].mean(0)
+    return centres
+
+
+def match_permutation(centres: object, reference: object) -> np.ndarray:
+    """The pairing ``[K]`` of components of ``centres [K, D]`` with those of ``reference [K, D]``.
+
+    Mixture components are exchangeable (label switching), so two fits are compared only
+    after their components are paired up; the pairing (Hungarian algorithm) minimises the
+    total squared distance. ``centres[perm[k]]`` is paired with ``reference[k]``.
+    """
+    a = as_float64(centres, "centres", ndim=2).numpy()
+    b = as_float64(reference, "reference", ndim=2, shape=list(a.shape)).numpy()
+    cost = ((b[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    _, columns = linear_sum_assignment(cost)
+    return columns
+
+
+def match_centres(centres: object, reference: object) -> np.ndarray:
+    """Reorder ``centres [K, D]`` to best match ``reference [K, D]`` (see :func:`match_permutation`).
+
+    Returns:
+        A new array ``[K, D]``: row k is the centre paired with ``reference[k]``.
+    """
+    a = as_float64(centres, "centres", ndim=2).numpy()
+    return a[match_permutation(a, reference)]
+
+
+def centre_distance(centres: object, reference: object) -> float:
+    """Root of the total squared distance between matched centres ``[K, D]``."""
+    matched = match_centres(centres, reference)
+    return float(np.sqrt(((matched - np.asarray(reference, dtype=np.float64)) ** 2).sum()))
+
