@@ -71,7 +71,8 @@ def bench_linear_gaussian(n: int, d: int, erased: int, repeats: int) -> list[tup
 
         t_unlearn = median_seconds(unlearn, repeats, calls_for(unlearn))
         t_retrain = median_seconds(retrain, repeats)
-        rows.append((f"LinearGaussian n={n:.0e} d={d} |D_e|={erased}: {name}", t_unlearn, t_retrain, error))
+        label = f"LinearGaussian n={n:.0e} d={d} |D_e|={erased}: {name}"
+        rows.append((label, t_unlearn, t_retrain, error))
     return rows
 
 

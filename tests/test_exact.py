@@ -207,7 +207,8 @@ def test_linear_gaussian_unlearn_equals_retraining_on_many_rows() -> None:
     # More rows than the stacked fast path: exercises the large-n statistics.
     X, y = _regression(3 * exact._STACK_ROWS, 4)
     prior = _prior(4)
-    _assert_same_posterior(prior.observe(X, y).unlearn(X[:100], y[:100]), prior.observe(X[100:], y[100:]))
+    unlearned = prior.observe(X, y).unlearn(X[:100], y[:100])
+    _assert_same_posterior(unlearned, prior.observe(X[100:], y[100:]))
 
 
 def test_linear_gaussian_log_marginal_likelihood_matches_scipy() -> None:
@@ -216,7 +217,8 @@ def test_linear_gaussian_log_marginal_likelihood_matches_scipy() -> None:
     marginal = stats.multivariate_normal(
         X @ prior.prior_mean, X @ prior.prior_cov @ X.T + prior.noise_variance * np.eye(6)
     )
-    assert prior.observe(X, y).log_marginal_likelihood() == pytest.approx(marginal.logpdf(y), rel=1e-10)
+    value = prior.observe(X, y).log_marginal_likelihood()
+    assert value == pytest.approx(marginal.logpdf(y), rel=1e-10)
     assert prior.log_marginal_likelihood() == pytest.approx(0.0, abs=1e-12)
 
 
@@ -256,7 +258,8 @@ def test_linear_gaussian_feature_that_is_always_zero() -> None:
     X, y = _regression(20, 3)
     X[:, 1] = 0.0
     prior = _prior(3)
-    _assert_same_posterior(prior.observe(X, y).unlearn(X[:15], y[:15]), prior.observe(X[15:], y[15:]))
+    unlearned = prior.observe(X, y).unlearn(X[:15], y[:15])
+    _assert_same_posterior(unlearned, prior.observe(X[15:], y[15:]))
 
 
 @pytest.mark.parametrize("rows", [5, 3 * exact._STACK_ROWS])
@@ -336,7 +339,8 @@ def test_linear_gaussian_unlearning_any_split_equals_retraining(seed, n, d, frac
     X, y = _regression(n, d, seed)
     erased = np.random.default_rng(seed).uniform(size=n) < fraction
     prior = _prior(d, seed + 1)
-    _assert_same_posterior(prior.observe(X, y).unlearn(X[erased], y[erased]), prior.observe(X[~erased], y[~erased]))
+    unlearned = prior.observe(X, y).unlearn(X[erased], y[erased])
+    _assert_same_posterior(unlearned, prior.observe(X[~erased], y[~erased]))
 
 
 @given(seed=seeds, n=st.integers(0, 25), batches=st.integers(1, 5))
@@ -408,7 +412,8 @@ def test_grid_unlearn_is_a_probability_mass_function_of_any_shape(shape, seed) -
     out = grid_unlearn(log_post, erased).numpy()
     assert out.shape == tuple(shape)
     assert np.exp(out).sum() == pytest.approx(1.0, abs=1e-12)
-    np.testing.assert_allclose(out - out.ravel()[0], (log_post - erased) - (log_post - erased).ravel()[0], atol=1e-9)
+    difference = log_post - erased  # the result is this, shifted by a constant
+    np.testing.assert_allclose(out - out.ravel()[0], difference - difference.ravel()[0], atol=1e-9)
     np.testing.assert_array_equal(log_post, copies[0])
     np.testing.assert_array_equal(erased, copies[1])
 

@@ -184,9 +184,9 @@ class LinearGaussian:
     The model keeps the prior and the sufficient statistics of the data, the augmented
     Gram matrix ``[X y]^T [X y]`` ([d + 1, d + 1]) and the number of rows, separately.
     The posterior has precision ``P = prior_cov^{-1} + X^T X / noise_variance`` and mean
-    ``P^{-1} (prior_cov^{-1} prior_mean + X^T y / noise_variance)``. Unlearning subtracts
-    the statistics of the erased rows: O(|D_e| d^2 + d^3) time, independent of how many
-    rows were observed. The statistics live in NumPy; :attr:`posterior_mean` and
+    ``P^{-1} (prior_cov^{-1} prior_mean + X^T y / noise_variance)``. Unlearning m rows
+    subtracts their statistics: O(m d^2 + d^3) time, independent of how many rows were
+    observed. The statistics live in NumPy; :attr:`posterior_mean` and
     :attr:`posterior_covariance` are computed, and :attr:`distribution` (the TensorFlow
     Probability posterior) is built, when first asked for.
 
