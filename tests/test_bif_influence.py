@@ -371,3 +371,26 @@ def test_cg_compiles_once_per_energy_and_does_not_keep_it_alive():
 
 def _linear_erased_3(g):
     return tf.tensordot(tf.constant([0.3, -0.2, 0.5], tf.float64), g, 1)
+
+
+def test_newton_minimize_bad_input_raise():
+    with pytest.raises(ValueError, match="solver"):
+        bif.newton_minimize(_energy, np.array([0.1, 0.2]), solver="lbfgs")
+    with pytest.raises(ValueError, match="max_iter"):
+        bif.newton_minimize(_energy, np.array([0.1, 0.2]), max_iter=0)
+    with pytest.raises(ValueError, match="scalar"):
+        bif.newton_minimize(lambda g: g**2, np.array([0.1, 0.2]))
+    with pytest.raises(TypeError, match="init"):
+        bif.newton_minimize(_energy, np.array([1, 2]))
+    with pytest.raises(RuntimeError, match="did not converge"):
+        bif.newton_minimize(lambda g: tf.reduce_sum(tf.exp(g) + tf.exp(-3.0 * g)), np.array([9.0]), max_iter=2)
+    with pytest.raises(ValueError, match="not positive definite"):
+        bif.newton_minimize(_saddle, np.array([0.2, -0.1]))
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_newton_minimize_reaches_the_minimum(solver):
+    rng = np.random.default_rng(9)
+    A, b = _random_spd(rng, 6), rng.normal(size=6)
+    result = bif.newton_minimize(_quadratic(A, b), np.zeros(6), solver=solver)
+    np.testing.assert_allclose(result.numpy(), np.linalg.solve(A, b), rtol=1e-9)

@@ -24,6 +24,7 @@ from unlearnkit._validation import as_float64, check_callable, ensure_finite
 from unlearnkit.bif.influence import (
     Energy,
     _check_params,
+    _check_solver_options,
     _newton_direction,
     energy_gradient,
     energy_hessian,
@@ -148,13 +149,14 @@ def newton_minimize(
     """
     check_callable(energy, "energy", "gamma [d] -> scalar")
     gamma = _check_params(init, "init")
-    if not 0.0 < tol < 1.0:
-        raise ValueError(f"tol must lie in (0, 1), got {tol}")
+    tol, max_iter = _check_solver_options(solver, tol, max_iter, int(gamma.shape[0]))
+    cg_tol, cg_max_iter = _check_solver_options(solver, 1e-11, None, int(gamma.shape[0]))
+    energy_gradient(energy, gamma)  # checks: a finite float64 scalar that depends on gamma
     value = float(energy(gamma))
     for _ in range(max_iter):
         gradient = energy_gradient(energy, gamma)
         step = -_newton_direction(
-            energy, gamma, gradient, solver=solver, damping=0.0, tol=1e-13, max_iter=max(10 * gamma.shape[0], 50)
+            energy, gamma, gradient, solver=solver, damping=0.0, tol=cg_tol, max_iter=cg_max_iter
         )
         size = 1.0
         while True:  # backtracking: accept the first halving that does not increase the energy
