@@ -123,6 +123,14 @@ def test_bad_sampler_inputs():
         sampler.sample(np.zeros((0, 2)), np.zeros((3, 2)))
     with pytest.raises(TypeError, match="seed"):
         sampler.sample(POINTS, np.zeros((3, 2)), seed=1.5)
+    model = GaussianMixtureModel()
+    mixture_sampler = SGLD(model.h, model.f, step_size=1e-3, num_steps=10, record_every=10)
+    with pytest.raises(ValueError, match="theta"):
+        mixture_sampler.sample(POINTS, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="f must return"):
+        SGLD(gaussian_h, lambda t: t, step_size=1e-3, num_steps=10, record_every=10).sample(
+            POINTS, np.zeros((3, 2))
+        )
     diverging = SGLD(gaussian_h, gaussian_f, step_size=10.0, batch_size=None, num_steps=200)
     with pytest.raises(ValueError, match="diverged"):
         diverging.sample(POINTS, np.zeros((3, 2)))

@@ -113,7 +113,8 @@ class GaussianMixtureModel:
         return tf.reshape(theta, tf.concat([tf.shape(theta)[:-1], [self.num_components, self.dim]], 0))
 
     # ------------------------------------------------------- sampling energies
-    # The raw methods below skip input checks: samplers call them inside tf.function.
+    # Every method checks shapes; values are checked for NaN / inf only when running
+    # eagerly (inside a tf.function, e.g. a sampler's loop, they are not known yet).
     def log_likelihood(self, theta: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
         """log p(z | theta) of every point under every sample.
 
@@ -275,10 +276,12 @@ class GaussianMixtureModel:
 def svi_noise(model: GaussianMixtureModel, num_samples: int, seed: int = 0) -> tf.Tensor:
     """Fixed base noise eps ``[M, K*D]`` for the SVI energies (common random numbers).
 
-    The samples come in antithetic pairs (eps, -eps), so their mean is exactly zero: the
-    Monte Carlo energy then separates into a part in the means m and a part in the scales,
-    as the exact expectation does, instead of coupling them through the noise's sample
-    mean. (Without this, F(., S - S') can have negative curvature in rho at gamma_S.)
+    The samples come in antithetic pairs (eps, -eps), so their mean is exactly zero. For a
+    quadratic log-likelihood the Monte Carlo energy then separates into a part in the means
+    m and a part in the scales, as the exact expectation does, instead of coupling them
+    through the sample mean of the noise; for the mixture the coupling becomes small. (With
+    plain draws, F(., S - S') of the structured removal has negative curvature in rho at
+    gamma_S.)
 
     Args:
         model: the mixture model (sets K*D).

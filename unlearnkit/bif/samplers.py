@@ -147,6 +147,15 @@ class _StochasticGradientSampler:
         _, trace, _ = tf.scan(record, tf.range(self.num_steps // self.record_every), start)
         return trace[-1], trace
 
+    def _check_energies(self, points: tf.Tensor, init: tf.Tensor) -> None:
+        """Call h and f once, eagerly, so that a shape mismatch fails here, clearly."""
+        values = self.h(init[:1], points[:1])
+        if tuple(values.shape) != (1, 1):
+            raise ValueError(f"h must return [C, b] for init [C, P], got {values.shape.as_list()}")
+        values = self.f(init[:1])
+        if tuple(values.shape) != (1,):
+            raise ValueError(f"f must return [C] for init [C, P], got {values.shape.as_list()}")
+
     def sample(self, points: object, init: object, seed: Seed = 0) -> SamplerResult:
         """Run ``C`` chains for ``num_steps`` steps.
 
@@ -168,6 +177,7 @@ class _StochasticGradientSampler:
             raise ValueError("points must hold at least one point")
         if init.shape[0] == 0 or init.shape[1] == 0:
             raise ValueError(f"init must have shape [C, P] with C, P >= 1, got {init.shape.as_list()}")
+        self._check_energies(points, init)
         samples, trace = self._run(points, init, _seed_pair(seed))
         ensure_finite(trace, "the sampler's states (the run diverged: reduce the step size)")
         return SamplerResult(samples, trace)
