@@ -15,7 +15,16 @@ from unlearnkit import likelihoods
 from unlearnkit import exact
 from unlearnkit import gp
 from unlearnkit import bif
+from unlearnkit import metrics, vi
+from unlearnkit.adjusted import adjusted_log_likelihood
+from unlearnkit.eubo import eubo, unlearn_eubo
+from unlearnkit.reverse_kl import effective_sample_size, unlearn_reverse_kl
+from unlearnkit.vi import fit_gaussian_vi
 
 __version__ = "0.1.0"
 
-__all__ = ["likelihoods", "exact", "gp", "bif", "__version__"]
+__all__ = [
+    "likelihoods", "exact", "gp", "bif", "metrics", "vi",
+    "adjusted_log_likelihood", "eubo", "unlearn_eubo", "unlearn_reverse_kl",
+    "effective_sample_size", "fit_gaussian_vi", "__version__",
+]
