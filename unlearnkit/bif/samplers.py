@@ -307,7 +307,7 @@ def erasure_chunks(erased: object, num_points: int, num_chunks: int) -> list:
     return np.array_split(erased, num_chunks)
 
 
-def check_hessian_choice(hessian: object) -> str:
+def _check_hessian_choice(hessian: object) -> str:
     """``hessian`` must be ``"after"`` or ``"before"`` (which energy's Hessian a step uses)."""
     if hessian not in ("after", "before"):
         raise ValueError(f"hessian must be 'after' or 'before', got {hessian!r}")
@@ -338,7 +338,7 @@ def _sample_derivatives(model):
 
 def _forget_chunks(derivatives, params, points, erased, num_chunks, hessian, damping):
     """The sequential influence steps shared by samples and SVI (see :func:`forget_samples`)."""
-    hessian = check_hessian_choice(hessian)
+    hessian = _check_hessian_choice(hessian)
     num_points = int(points.shape[0])
     chunks = erasure_chunks(erased, num_points, num_chunks)
     keep = np.ones(num_points, dtype=bool)
@@ -362,7 +362,7 @@ def influence_hessians(
     """
     samples = model.check_theta(samples, "samples")
     points = model.check_points(points)
-    hessian = check_hessian_choice(hessian)
+    hessian = _check_hessian_choice(hessian)
     erased = check_erased_indices(erased, int(points.shape[0]))
     keep = np.ones(int(points.shape[0]), dtype=bool)
     keep[erased] = False
