@@ -121,6 +121,7 @@ def energy_gradient(energy: Energy, params: tf.Tensor, *, name: str = "energy") 
         ValueError: the energy is not a finite scalar, or does not depend on ``params``
             through TensorFlow operations.
     """
+    check_callable(energy, name, "gamma [d] -> scalar")
     params = _check_params(params)
     with tf.GradientTape() as tape:
         tape.watch(params)
@@ -145,6 +146,7 @@ def energy_hessian(energy: Energy, params: tf.Tensor, *, name: str = "energy") -
     Returns:
         The symmetrised Hessian ``[d, d]``.
     """
+    check_callable(energy, name, "gamma [d] -> scalar")
     params = _check_params(params)
     dim = params.shape[0]
     with tf.GradientTape(persistent=True) as outer:
