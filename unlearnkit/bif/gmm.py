@@ -37,17 +37,16 @@ _COVARIANCES = np.array([np.diag([1.0, 0.05]), np.eye(2), np.diag([0.05, 1.0]), 
 
 
 class GMMData(NamedTuple):
-    """A labelled sample from the mixture.
-
-    Attributes:
-        points: ``[n, 2]`` the data.
-        labels: ``[n]`` the cluster each point was drawn from (0, ..., 3).
-        centres: ``[4, 2]`` the true centres.
-    """
+    """A labelled sample from the mixture: ``(points, labels, centres)``."""
 
     points: np.ndarray
     labels: np.ndarray
     centres: np.ndarray
+
+
+GMMData.points.__doc__ = "``[n, 2]`` the data."
+GMMData.labels.__doc__ = "``[n]`` the cluster each point was drawn from (0, ..., 3)."
+GMMData.centres.__doc__ = "``[4, 2]`` the true centres."
 
 
 def make_gmm_data(num_points: int = 2000, seed: int = 0) -> GMMData:

@@ -42,15 +42,14 @@ Seed = Union[int, Sequence[int]]
 
 
 class SamplerResult(NamedTuple):
-    """Output of a sampler run.
-
-    Attributes:
-        samples: ``[C, P]`` the last state of every chain (one posterior sample per chain).
-        trace: ``[T, C, P]`` the states every ``record_every`` steps (the last row is ``samples``).
-    """
+    """Output of a sampler run: ``(samples, trace)``."""
 
     samples: tf.Tensor
     trace: tf.Tensor
+
+
+SamplerResult.samples.__doc__ = "``[C, P]`` the last state of every chain (one sample per chain)."
+SamplerResult.trace.__doc__ = "``[T, C, P]`` the states every ``record_every`` steps (last row: ``samples``)."
 
 
 def _seed_pair(seed: Seed) -> tf.Tensor:

@@ -26,17 +26,16 @@ __all__ = ["SVIFit", "fit_svi", "forget_svi"]
 
 
 class SVIFit(NamedTuple):
-    """Result of :func:`fit_svi`.
-
-    Attributes:
-        gamma: ``[2*K*D]`` the fitted variational parameters (m, rho).
-        path: ``[T, 2*K*D]`` gamma at the start and after every L-BFGS iteration.
-        energy: F(gamma, S) at the optimum.
-    """
+    """Result of :func:`fit_svi`: ``(gamma, path, energy)``."""
 
     gamma: tf.Tensor
     path: np.ndarray
     energy: float
+
+
+SVIFit.gamma.__doc__ = "``[2*K*D]`` the fitted variational parameters (m, rho)."
+SVIFit.path.__doc__ = "``[T, 2*K*D]`` gamma at the start and after every L-BFGS and Newton iteration."
+SVIFit.energy.__doc__ = "F(gamma, S) at the optimum."
 
 
 _COMPILED: dict = {}
