@@ -28,7 +28,7 @@ The default, 2% of the radius, changes ``U~`` far less than the Monte Carlo erro
 from __future__ import annotations
 
 import math
-from typing import Callable, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -44,7 +44,11 @@ __all__ = ["eubo", "unlearn_eubo", "OptimizationInfo"]
 
 LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 
-DEFAULT_NUM_SAMPLES = 10_000
+DEFAULT_NUM_SAMPLES = 2_000
+"""Base samples for ``lam = 0``: the integrand is smooth, and moment matching makes its
+quadratic part exact."""
+DEFAULT_NUM_SAMPLES_ADJUSTED = 10_000
+"""Base samples for ``lam > 0``: more, so that many lie near the region's boundary."""
 DEFAULT_BOUNDARY_SMOOTHING = 0.02
 
 
@@ -96,12 +100,18 @@ class _WhitenedEUBO:
         return self._expected_log_likelihood(a, B, True) + kl
 
 
+def _num_samples(num_samples: Optional[int], lam: float) -> int:
+    if num_samples is None:
+        return DEFAULT_NUM_SAMPLES if lam == 0.0 else DEFAULT_NUM_SAMPLES_ADJUSTED
+    return check_positive_int(num_samples, "num_samples")
+
+
 def eubo(
     q_u: tfd.MultivariateNormalTriL,
     q_full: tfd.MultivariateNormalTriL,
     erased_log_likelihood: LogLikelihood,
     lam: float = 0.0,
-    num_samples: int = DEFAULT_NUM_SAMPLES,
+    num_samples: Optional[int] = None,
     seed: Seed = None,
 ) -> tf.Tensor:
     """Monte Carlo estimate of ``U~ = E_{q_u}[log p_adj(D_e | theta; lam)] + KL[q_u || q_full]``.
@@ -115,7 +125,8 @@ def eubo(
         q_full: the belief after training on all data, ``q(theta | D)``, same form.
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
         lam: adjusted-likelihood threshold in [0, 1] (0: no adjustment).
-        num_samples: Monte Carlo samples ``S`` (must exceed ``d``).
+        num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
+            ``lam = 0`` and 10,000 for ``lam > 0``.
         seed: ``None``, an int or a pair of ints for the stateless sampler.
 
     Returns:
@@ -131,7 +142,7 @@ def eubo(
         raise ValueError(
             f"q_u must have the event shape of q_full {q_full.event_shape}, got {q_u.event_shape}"
         )
-    problem = _WhitenedEUBO(adjusted, check_positive_int(num_samples, "num_samples"), seed)
+    problem = _WhitenedEUBO(adjusted, _num_samples(num_samples, adjusted.lam), seed)
     a, B = _gaussian.whiten(q_u, q_full)
     return problem.checked_value(a, B)
 
@@ -142,7 +153,7 @@ def unlearn_eubo(
     lam: float = 0.0,
     *,
     seed: Seed = None,
-    num_samples: int = DEFAULT_NUM_SAMPLES,
+    num_samples: Optional[int] = None,
     max_iterations: int = 1000,
     tolerance: float = 1e-6,
     boundary_smoothing: float = DEFAULT_BOUNDARY_SMOOTHING,
@@ -163,7 +174,8 @@ def unlearn_eubo(
         lam: adjusted-likelihood threshold in [0, 1]. 0: plain EUBO; 1: nothing is
             unlearned (returns a copy of ``q_full``).
         seed: ``None``, an int or a pair of ints; fixes the base samples.
-        num_samples: Monte Carlo samples ``S`` (must exceed ``d``).
+        num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
+            ``lam = 0`` and 10,000 for ``lam > 0``.
         max_iterations: L-BFGS iteration cap.
         tolerance: gradient tolerance of L-BFGS.
         boundary_smoothing: width of the smooth step that replaces the region's
@@ -180,7 +192,7 @@ def unlearn_eubo(
             callable returning the wrong shape or non-finite values; a non-finite result.
     """
     adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
-    num_samples = check_positive_int(num_samples, "num_samples")
+    num_samples = _num_samples(num_samples, adjusted.lam)
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     tolerance = _gaussian.check_tolerance(tolerance)
     smoothing = _gaussian.check_nonnegative(boundary_smoothing, "boundary_smoothing")
