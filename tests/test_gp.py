@@ -139,20 +139,40 @@ def test_trainable_flags_are_kept():
 # --- erased_log_likelihood ------------------------------------------------------------
 
 
-def test_erased_log_likelihood_matches_predictive_density_by_monte_carlo(model):
+def test_predictive_kind_matches_predictive_density_by_monte_carlo(model):
     """log E_{q(u)} p(y_i | u) is the model's own predictive log density of point i."""
     snapshot = _snapshot(model)
     q = gp.inducing_posterior(model)
     u = q.sample(40_000, seed=(1, 2))
     Y = _labels(model)
     for i in range(4):
-        log_lik = gp.erased_log_likelihood(model, X[i : i + 1], Y[i : i + 1])(u).numpy()
-        weights = np.exp(log_lik - log_lik.max())
-        estimate = np.log(weights.mean()) + log_lik.max()
+        log_lik = gp.erased_log_likelihood(model, X[i : i + 1], Y[i : i + 1], kind="predictive")
+        values = log_lik(u).numpy()
+        weights = np.exp(values - values.max())
+        estimate = np.log(weights.mean()) + values.max()
         # delta method: sd(log mean) ≈ sd(w) / (sqrt(S) mean(w))
         tolerance = 5 * weights.std() / (np.sqrt(len(weights)) * weights.mean()) + 1e-6
         expected = model.predict_log_density((X[i : i + 1], Y[i : i + 1])).numpy()[0]
         assert abs(estimate - expected) < tolerance, (i, estimate, expected, tolerance)
+    _assert_unchanged(model, snapshot)
+
+
+def test_variational_kind_is_the_expected_log_likelihood_by_monte_carlo(model):
+    """ℓ(u) = E_{p(f | x, u)} log p(y | f), checked by sampling f given u."""
+    snapshot = _snapshot(model)
+    u = gp.inducing_posterior(model).sample(3, seed=(3, 4))
+    Y = _labels(model)
+    log_lik = gp.erased_log_likelihood(model, X[:4], Y[:4])(u).numpy()  # default kind
+    kuu = model.kernel(model.inducing_variable.Z) + gpflow.config.default_jitter() * np.eye(5)
+    kuf = model.kernel(model.inducing_variable.Z, X[:4]).numpy()
+    A = np.linalg.solve(kuu, kuf)
+    mean = u.numpy() @ A + model.mean_function(X[:4]).numpy()[:, 0]  # [3, 4]
+    var = model.kernel(X[:4], full_cov=False).numpy() - np.sum(kuf * A, 0)  # [4]
+    f = mean[None] + np.sqrt(var) * np.random.default_rng(0).normal(size=(50_000, 3, 4))
+    per_draw = model.likelihood.log_prob(X[:4], f[..., None], np.broadcast_to(Y[:4], (50_000, 3, 4, 1)))
+    per_draw = tf.reshape(per_draw, (50_000, 3, 4)).numpy().sum(-1)  # [draws, 3]
+    tolerance = 5 * per_draw.std(0) / np.sqrt(50_000) + 1e-6
+    assert np.all(np.abs(per_draw.mean(0) - log_lik) < tolerance), (per_draw.mean(0), log_lik)
     _assert_unchanged(model, snapshot)
 
 
@@ -164,11 +184,41 @@ def test_erased_log_likelihood_gaussian_closed_form():
     kuu = k(Z, Z) + gpflow.config.default_jitter() * np.eye(5)
     A = np.linalg.solve(kuu, k(Z, X[:6]))
     mean = u @ A + model.mean_function(X[:6]).numpy()[:, 0]
-    var = np.diag(k(X[:6], X[:6])) - np.sum(k(Z, X[:6]) * A, 0) + model.likelihood.variance.numpy()
+    var = np.diag(k(X[:6], X[:6])) - np.sum(k(Z, X[:6]) * A, 0)
+    noise = model.likelihood.variance.numpy()
     y = Y_REG[:6, 0]
-    expected = np.sum(-0.5 * np.log(2 * np.pi * var) - 0.5 * (y - mean) ** 2 / var, axis=1)
-    got = gp.erased_log_likelihood(model, X[:6], y)(u)
-    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    predictive = np.sum(
+        -0.5 * np.log(2 * np.pi * (var + noise)) - 0.5 * (y - mean) ** 2 / (var + noise), axis=1
+    )
+    variational = np.sum(-0.5 * np.log(2 * np.pi * noise) - 0.5 * ((y - mean) ** 2 + var) / noise, axis=1)
+    got = gp.erased_log_likelihood(model, X[:6], y, kind="predictive")(u)
+    np.testing.assert_allclose(got, predictive, rtol=1e-9)
+    got = gp.erased_log_likelihood(model, X[:6], y, kind="variational")(u)
+    np.testing.assert_allclose(got, variational, rtol=1e-9)
+
+
+def test_dividing_by_the_variational_likelihood_gives_the_retrained_posterior():
+    """Gaussian likelihood: q(u | D) / exp ℓ_e(u) ∝ q(u | D_r), the retrained SVGP's belief.
+
+    With ℓ quadratic in u the SVGP's optimal q(u) is the exact posterior p(u) Π exp ℓ_i(u),
+    so log q_full − ℓ_e − log q_retrained is the same for every u. The predictive
+    likelihood does not have this property.
+    """
+    model = _svgp("gaussian", whiten=True)
+    gpflow.set_trainable(model.likelihood, False)
+    full = gp.fit_inducing_posterior(model, X, Y_REG, max_iterations=3000)
+    erased = X[:, 0] > 0.5
+    retrained = gp.fit_inducing_posterior(full, X[~erased], Y_REG[~erased], max_iterations=3000)
+    q_full, q_retrained = gp.inducing_posterior(full), gp.inducing_posterior(retrained)
+    u = q_full.sample(200, seed=(9, 9))
+    reference = (q_full.log_prob(u) - q_retrained.log_prob(u)).numpy()
+    for kind, exact in (("variational", True), ("predictive", False)):
+        log_lik = gp.erased_log_likelihood(full, X[erased], Y_REG[erased], kind=kind)(u).numpy()
+        spread = np.std(reference - log_lik)
+        if exact:
+            assert spread < 1e-3 * np.std(reference), spread
+        else:
+            assert spread > 0.05 * np.std(reference), spread
 
 
 @given(st.integers(1, 8), st.integers(0, 2**16))
@@ -244,6 +294,8 @@ def test_rejects_bad_erased_data():
         gp.erased_log_likelihood(model, X[:3], np.zeros((3, 2)))
     with pytest.raises(TypeError, match="Y_e"):
         gp.erased_log_likelihood(model, X[:3], "yes")
+    with pytest.raises(ValueError, match="kind"):
+        gp.erased_log_likelihood(model, X[:3], Y_CLASS[:3], kind="marginal")
     log_lik = gp.erased_log_likelihood(model, X[:3], Y_CLASS[:3])
     with pytest.raises(ValueError, match="u"):
         log_lik(np.zeros((2, 4)))

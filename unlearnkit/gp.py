@@ -3,8 +3,8 @@
 An SVGP summarises what it learned from the data in its belief q(u) over the M inducing
 outputs u = g(Z), the latent function's values at the inducing inputs Z (without the mean
 function). With the kernel hyperparameters and Z held fixed, u is a finite-dimensional
-parameter, the training data are conditionally independent given u, and every unlearning
-routine of :mod:`unlearnkit` applies with theta = u:
+parameter, the training objective splits into one term per data point given u, and every
+unlearning routine of :mod:`unlearnkit` applies with theta = u:
 
 1. :func:`inducing_posterior` reads q(u) off a trained model as a
    ``tfd.MultivariateNormalTriL`` (for a whitened model it maps the whitened belief back to
@@ -16,13 +16,23 @@ routine of :mod:`unlearnkit` applies with theta = u:
 :func:`fit_inducing_posterior` is the baseline they are measured against: retraining q(u)
 on the remaining data with everything else held fixed.
 
-The GP's likelihood given u integrates the latent values out exactly,
+Which likelihood of u? Training an SVGP maximises::
 
-    p(y | x, u) = ∫ p(y | f) N(f; m(x) + k_u(x)ᵀ K_uu⁻¹ u, k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)) df,
+    ELBO(q) = Σ_i E_q(u)[ℓ_i(u)] − KL[q(u) ‖ p(u)],   ℓ_i(u) = E_p(f | x_i, u)[log p(y_i | f)],
+    p(f | x, u) = N(m(x) + k_u(x)ᵀ K_uu⁻¹ u,  k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)).
 
-with the model's own likelihood (:meth:`gpflow.likelihoods.Likelihood.predict_log_density`).
+This is the Gaussian variational objective for the posterior ``p(u | D) ∝ p(u) Π_i exp ℓ_i(u)``:
+to the SVGP, the likelihood of u from point i is ``exp ℓ_i(u)``, and retraining on D_r
+targets ``p(u | D) / Π_{i in D_e} exp ℓ_i(u)``. So :func:`erased_log_likelihood` returns
+``Σ_{i in D_e} ℓ_i(u)`` by default (GPflow's ``variational_expectations``); for a Gaussian
+likelihood, where ``ℓ_i`` is quadratic in u and q(u | D) is exact, unlearning with it
+reproduces retraining exactly. The alternative ``kind="predictive"``,
+``log ∫ p(y_i | f) p(f | x_i, u) df`` (GPflow's ``predict_log_density``), is the likelihood
+of a model whose latent values are independent given u; it exceeds ``ℓ_i(u)`` by a Jensen
+gap that grows with the conditional variance, and is not what the SVGP was trained with.
+
 :func:`conditional_predictive_mean` gives E[y | x, u], which is what Monte Carlo predictives
-(such as :func:`unlearnkit.metrics.averaged_kl`) average over samples of u.
+(such as :func:`unlearnkit.metrics.predictive_probabilities`) average over samples of u.
 
 Only single-output SVGPs (``num_latent_gps == 1``) with a single-output kernel are supported.
 """
@@ -228,38 +238,50 @@ def _u_checker(num_inducing: int) -> Callable[[object], tf.Tensor]:
 
 
 def erased_log_likelihood(
-    model: gpflow.models.SVGP, X_e: object, Y_e: object
+    model: gpflow.models.SVGP, X_e: object, Y_e: object, *, kind: str = "variational"
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """The log-likelihood of erased data as a function of the inducing outputs u.
 
-    log p(D_e | u) = Σ_i log ∫ p(y_i | f) p(f | x_i, u) df, with the model's likelihood
-    and the exact SVGP conditional p(f | x, u) (mean m(x) + k_u(x)ᵀ K_uu⁻¹ u, variance
-    k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)); exact for Bernoulli with probit link and for Gaussian
-    likelihoods, Gauss–Hermite quadrature otherwise. K_uu⁻¹ K_uf is computed once here, from
-    the model's hyperparameters at call time, so each evaluation costs one matmul.
+    With p(f | x, u) the SVGP's conditional (mean m(x) + k_u(x)ᵀ K_uu⁻¹ u, variance
+    k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)) and the model's own likelihood p(y | f):
+
+    - ``kind="variational"`` (default): ``Σ_i E_p(f | x_i, u)[log p(y_i | f)]``, the term the
+      SVGP's ELBO uses (``variational_expectations``), so that dividing q(u | D) by it
+      targets the SVGP retrained on the remaining data (see the module docstring);
+    - ``kind="predictive"``: ``Σ_i log ∫ p(y_i | f) p(f | x_i, u) df`` (``predict_log_density``).
+
+    Both are in closed form for a Gaussian likelihood, the predictive one also for Bernoulli
+    with probit link; otherwise GPflow's Gauss–Hermite quadrature computes them. K_uu⁻¹ K_uf is computed once here, from the model's
+    hyperparameters at call time, so each evaluation costs one matmul and the likelihood.
 
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP and M inducing points (unchanged).
         X_e: erased inputs, [n, D].
         Y_e: erased outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
+        kind: ``"variational"`` or ``"predictive"``.
 
     Returns:
         A callable ``u [S, M] -> log p(D_e | u) [S]`` (TensorFlow-traceable, differentiable).
     """
     model = _check_svgp(model)
+    if kind not in ("variational", "predictive"):
+        raise ValueError(f'kind must be "variational" or "predictive", got {kind!r}')
     X_e = _check_inputs(model, X_e, "X_e")
     Y_e = _check_outputs(model, Y_e, X_e.shape[0], "Y_e", "X_e")
     num_inducing = _num_inducing(model)
     conditional = _LatentGivenInducing(model, X_e)
     likelihood = gpflow.utilities.deepcopy(model.likelihood)  # a snapshot, like the kernel
+    per_point = (
+        likelihood.variational_expectations
+        if kind == "variational"
+        else likelihood.predict_log_density
+    )
     check_u = _u_checker(num_inducing)
 
     @tf.function(input_signature=[tf.TensorSpec([None, num_inducing], tf.float64)])
     def _log_likelihood(u: tf.Tensor) -> tf.Tensor:
-        log_density = likelihood.predict_log_density(
-            X_e, conditional.mean(u), conditional.variance, Y_e
-        )  # [S, n]
-        return tf.reduce_sum(log_density, axis=-1)
+        values = per_point(X_e, conditional.mean(u), conditional.variance, Y_e)  # [S, n]
+        return tf.reduce_sum(values, axis=-1)
 
     def log_likelihood(u: tf.Tensor) -> tf.Tensor:
         return _log_likelihood(check_u(u))
