@@ -127,7 +127,8 @@ def eubo(
         lam: adjusted-likelihood threshold in [0, 1] (0: no adjustment).
         num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
             ``lam = 0`` and 10,000 for ``lam > 0``.
-        seed: ``None``, an int or a pair of ints for the stateless sampler.
+        seed: an int or a pair of ints for the stateless sampler (``None``: drawn from
+            NumPy's global generator, so ``np.random.seed`` makes runs repeatable).
 
     Returns:
         The estimate, a float64 scalar tensor.
@@ -173,7 +174,8 @@ def unlearn_eubo(
             erased points; TensorFlow code (so that it can be differentiated).
         lam: adjusted-likelihood threshold in [0, 1]. 0: plain EUBO; 1: nothing is
             unlearned (returns a copy of ``q_full``).
-        seed: ``None``, an int or a pair of ints; fixes the base samples.
+        seed: an int or a pair of ints; fixes the base samples (``None``: drawn from
+            NumPy's global generator).
         num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
             ``lam = 0`` and 10,000 for ``lam > 0``.
         max_iterations: L-BFGS iteration cap.

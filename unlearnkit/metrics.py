@@ -66,7 +66,9 @@ def gaussian_kl(q: tfd.MultivariateNormalTriL, p: tfd.MultivariateNormalTriL) ->
     q = check_gaussian_belief(q, "q")
     p = check_gaussian_belief(p, "p")
     if q.event_shape != p.event_shape:
-        raise ValueError(f"q and p must have the same event shape, got {q.event_shape} and {p.event_shape}")
+        raise ValueError(
+            f"q and p must have the same event shape, got {q.event_shape} and {p.event_shape}"
+        )
     return _gaussian.gaussian_kl_tril(q.loc, q.scale.to_dense(), p.loc, p.scale.to_dense())
 
 
@@ -152,7 +154,7 @@ def predictive_probabilities(
     num_samples: int = 1000,
     seed: Seed = None,
 ) -> tf.Tensor:
-    """Monte Carlo predictive ``q(y | x_n) = (1/S) sum_s p(y | x_n, theta_s)``, ``theta_s ~ belief``.
+    """Monte Carlo predictive ``q(y | x_n) = (1/S) sum_s p(y | x_n, theta_s)``, theta_s ~ belief.
 
     Args:
         belief: a float64 ``tfd.MultivariateNormalTriL`` over ``theta`` [d].
@@ -160,14 +162,17 @@ def predictive_probabilities(
             ``[S, N, C]`` class probabilities, at the N inputs of interest (bind the
             inputs in the callable, e.g. ``lambda t: tf.sigmoid(t @ X.T)``).
         num_samples: Monte Carlo samples ``S``.
-        seed: ``None``, an int or a pair of ints for the stateless sampler. Use the same
-            seed for the beliefs you compare (common random numbers).
+        seed: an int or a pair of ints for the stateless sampler (``None``: drawn from
+            NumPy's global generator). Use the same seed for the beliefs you compare
+            (common random numbers).
 
     Returns:
         [N] or [N, C] float64 predictive probabilities.
     """
     belief = check_gaussian_belief(belief, "belief")
-    check_callable(class_probabilities, "class_probabilities", "theta [S, d] -> [S, N] or [S, N, C]")
+    check_callable(
+        class_probabilities, "class_probabilities", "theta [S, d] -> [S, N] or [S, N, C]"
+    )
     num_samples = check_positive_int(num_samples, "num_samples")
     dim = int(belief.event_shape[0])
     eps = tf.random.stateless_normal(

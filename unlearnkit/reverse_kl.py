@@ -140,7 +140,8 @@ def unlearn_reverse_kl(
         q_full: ``q(theta | D)``, float64 ``tfd.MultivariateNormalTriL`` [d]. Not modified.
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
         lam: adjusted-likelihood threshold in [0, 1]; 1 returns a copy of ``q_full``.
-        seed: ``None``, an int or a pair of ints for the stateless sampler.
+        seed: an int or a pair of ints for the stateless sampler (``None``: drawn from
+            NumPy's global generator, so ``np.random.seed`` makes runs repeatable).
         num_samples: samples ``S`` from ``q_full`` (must exceed ``d``).
         return_info: also return a :class:`ReverseKLInfo` (effective sample size).
 

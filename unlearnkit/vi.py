@@ -85,7 +85,7 @@ def laplace_approximation(
         precision_chol = np.linalg.cholesky(0.5 * (hessian + hessian.T))
     except np.linalg.LinAlgError as err:
         raise ValueError("the Hessian of the negative log joint is not positive definite") from err
-    # Sigma = H^{-1} = (C C^T)^{-1}; its Cholesky factor via the reversed-order trick.
+    # Sigma = H^{-1} from the Cholesky factor of H, then Sigma's own Cholesky factor.
     cov = scipy.linalg.cho_solve((precision_chol, True), np.eye(dim))
     scale = np.linalg.cholesky(0.5 * (cov + cov.T))
     return tfd.MultivariateNormalTriL(
@@ -141,7 +141,7 @@ def elbo(
         log_likelihood: ``theta [S, d] -> log p(D | theta) [S]``.
         prior: ``p(theta)``, same form as ``q``.
         num_samples: moment-matched Monte Carlo samples (must exceed ``d``).
-        seed: ``None``, an int or a pair of ints.
+        seed: an int or a pair of ints (``None``: drawn from NumPy's global generator).
 
     Returns:
         A float64 scalar tensor; with the same samples and seed, the negative of the
@@ -149,7 +149,8 @@ def elbo(
     """
     _check_inputs(log_likelihood, prior)
     check_gaussian_belief(q, "q")
-    problem = _WhitenedELBO(log_likelihood, prior, q, check_positive_int(num_samples, "num_samples"), seed)
+    num_samples = check_positive_int(num_samples, "num_samples")
+    problem = _WhitenedELBO(log_likelihood, prior, q, num_samples, seed)
     identity = tf.eye(problem.dim, dtype=tf.float64)
     return -problem.negative_elbo(tf.zeros([problem.dim], tf.float64), identity, True)
 
@@ -172,7 +173,8 @@ def fit_gaussian_vi(
         prior: ``p(theta)``, float64 ``tfd.MultivariateNormalTriL`` [d].
         initial: belief to start from (e.g. ``q(theta | D)`` when retraining on
             ``D_r``); default: the :func:`laplace_approximation`. Not modified.
-        seed: ``None``, an int or a pair of ints; fixes the base samples.
+        seed: an int or a pair of ints; fixes the base samples (``None``: drawn from
+            NumPy's global generator).
         num_samples: moment-matched Monte Carlo samples (must exceed ``d``).
         max_iterations: L-BFGS iteration cap.
         tolerance: gradient tolerance of L-BFGS.
