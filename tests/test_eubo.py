@@ -1,4 +1,4 @@
-"""Tests for unlearnkit.eubo: the EUBO and unlearning by minimising it."""
+"""Tests for unlearnkit.evidence_upper_bound: the EUBO and unlearning by minimising it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unlearnkit import eubo, unlearn_eubo
-from unlearnkit.eubo import OptimizationInfo
+from unlearnkit.evidence_upper_bound import OptimizationInfo
 from unlearnkit.exact import LinearGaussian
 from unlearnkit.likelihoods import linear_gaussian_log_likelihood, logistic_log_likelihood
 from unlearnkit.metrics import gaussian_kl

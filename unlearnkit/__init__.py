@@ -4,20 +4,20 @@ Modules, one per idea of the book:
 
 - :mod:`unlearnkit.exact` -- exact Bayesian unlearning (conjugate models, grids).
 - :mod:`unlearnkit.likelihoods` -- log-likelihood callables ``theta [S, d] -> [S]``.
-- EUBO and reverse-KL unlearning of Gaussian beliefs and the adjusted likelihood,
-  exported here at the top level.
+- :mod:`unlearnkit.adjusted` -- the adjusted likelihood p_adj(D_e | theta; lambda).
+- :mod:`unlearnkit.evidence_upper_bound` -- unlearning by minimising the EUBO.
+- :mod:`unlearnkit.reverse_kl` -- unlearning by minimising the reverse KL (closed form).
+- :mod:`unlearnkit.vi` -- Gaussian variational inference, to fit q(theta | D) and retrain.
 - :mod:`unlearnkit.metrics` -- averaged KL between predictives, KL between Gaussians.
+
+The variational methods' main functions are exported here at the top level.
 - :mod:`unlearnkit.gp` -- unlearning for GPflow sparse variational GPs.
 - :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
 """
 
-from unlearnkit import likelihoods
-from unlearnkit import exact
-from unlearnkit import gp
-from unlearnkit import bif
-from unlearnkit import metrics, vi
+from unlearnkit import bif, exact, gp, likelihoods, metrics, vi
 from unlearnkit.adjusted import adjusted_log_likelihood
-from unlearnkit.eubo import eubo, unlearn_eubo
+from unlearnkit.evidence_upper_bound import eubo, unlearn_eubo
 from unlearnkit.reverse_kl import effective_sample_size, unlearn_reverse_kl
 from unlearnkit.vi import fit_gaussian_vi
 

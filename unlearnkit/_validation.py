@@ -50,32 +50,26 @@ def as_float64(
         TypeError: ``value`` is not numeric.
         ValueError: wrong rank or shape, or NaN / infinite entries.
     """
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
-    if isinstance(value, tf.Tensor):
-        if not (value.dtype.is_floating or value.dtype.is_integer or value.dtype.is_bool):
-            raise TypeError(f"{name} must be numeric, got dtype {value.dtype.name}")
-        tensor = tf.cast(value, tf.float64)
-    else:
-        try:
-            array = np.asarray(value)
-        except Exception as err:  # pragma: no cover - exotic inputs
-            raise TypeError(f"{name} must be a numeric array: {err}") from err
-        if array.dtype == object or not (
-            np.issubdtype(array.dtype, np.number) or array.dtype == bool
-        ):
-            raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
-        tensor = tf.constant(array, dtype=tf.float64)
-    if ndim is not None and tensor.shape.rank != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tensor.shape.as_list()}")
-    if shape is not None:
-        actual = tensor.shape.as_list()
-        if len(actual) != len(shape) or any(
-            want is not None and want != got for want, got in zip(shape, actual)
-        ):
-            want_text = [("?" if s is None else s) for s in shape]
-            raise ValueError(f"{name} must have shape {want_text}, got {actual}")
-    return ensure_finite(tensor, name)
+    if not isinstance(value, tf.Tensor):
+        return tf.constant(as_float64_array(value, name, ndim=ndim, shape=shape))
+    if not (value.dtype.is_floating or value.dtype.is_integer or value.dtype.is_bool):
+        raise TypeError(f"{name} must be numeric, got dtype {value.dtype.name}")
+    _check_shape(value.shape.as_list(), name, ndim, shape)
+    return ensure_finite(tf.cast(value, tf.float64), name)
+
+
+def _check_shape(
+    actual: list, name: str, ndim: Optional[int], shape: Optional[Sequence[Optional[int]]]
+) -> None:
+    """Raise ``ValueError`` unless ``actual`` has rank ``ndim`` and matches ``shape``."""
+    if ndim is not None and len(actual) != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {actual}")
+    if shape is not None and (
+        len(actual) != len(shape)
+        or any(want is not None and want != got for want, got in zip(shape, actual))
+    ):
+        want_text = [("?" if s is None else s) for s in shape]
+        raise ValueError(f"{name} must have shape {want_text}, got {actual}")
 
 
 def as_float64_array(
@@ -108,15 +102,7 @@ def as_float64_array(
         if np.iscomplexobj(array):
             raise TypeError(f"{name} must be real, got dtype {array.dtype}")
         array = array.astype(np.float64)
-    if ndim is not None and array.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {list(array.shape)}")
-    if shape is not None:
-        actual = list(array.shape)
-        if len(actual) != len(shape) or any(
-            want is not None and want != got for want, got in zip(shape, actual)
-        ):
-            want_text = [("?" if s is None else s) for s in shape]
-            raise ValueError(f"{name} must have shape {want_text}, got {actual}")
+    _check_shape(list(array.shape), name, ndim, shape)
     if check_finite and not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return array

@@ -178,7 +178,7 @@ def fit_gaussian_vi(
         num_samples: moment-matched Monte Carlo samples (must exceed ``d``).
         max_iterations: L-BFGS iteration cap.
         tolerance: gradient tolerance of L-BFGS.
-        return_info: also return an :class:`~unlearnkit.eubo.OptimizationInfo`.
+        return_info: also return an :class:`~unlearnkit.evidence_upper_bound.OptimizationInfo`.
 
     Returns:
         A new float64 ``tfd.MultivariateNormalTriL`` [d], and the info if requested.
