@@ -11,7 +11,14 @@ import tensorflow_probability as tfp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unlearnkit.bif import GaussianMixtureModel, fit_svi, forget_svi, gmm, influence_unlearn, svi_noise
+from unlearnkit.bif import (
+    GaussianMixtureModel,
+    fit_svi,
+    forget_svi,
+    gmm,
+    influence_unlearn,
+    svi_noise,
+)
 
 tfd = tfp.distributions
 MODEL = GaussianMixtureModel()

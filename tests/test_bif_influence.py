@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from unlearnkit import bif, likelihoods
 
-
 # --------------------------------------------------------------------------------- fixtures
 
 

@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from hypothesis import given
 from hypothesis import strategies as st
+from problems import linear_problem, logistic_problem
 
 from unlearnkit import eubo, unlearn_eubo
 from unlearnkit.evidence_upper_bound import OptimizationInfo
-from unlearnkit.exact import LinearGaussian
-from unlearnkit.likelihoods import linear_gaussian_log_likelihood, logistic_log_likelihood
 from unlearnkit.metrics import gaussian_kl
 
 tfd = tfp.distributions
-
-NOISE = 0.5
-
-
-def _linear_problem(d: int = 3, n: int = 60, n_erased: int = 15, seed: int = 0):
-    """Exact posteriors p(theta | D), p(theta | D_r) and log p(D_e | D_r) of a linear model."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    y = X @ rng.normal(size=d) + math.sqrt(NOISE) * rng.normal(size=n)
-    prior = LinearGaussian(np.zeros(d), np.eye(d), NOISE)
-    full, remaining = prior.observe(X, y), prior.observe(X[n_erased:], y[n_erased:])
-    erased = linear_gaussian_log_likelihood(X[:n_erased], y[:n_erased], NOISE)
-    log_evidence_erased = full.log_marginal_likelihood() - remaining.log_marginal_likelihood()
-    return full.distribution, remaining.distribution, erased, log_evidence_erased
-
-
-def _logistic_problem(d: int = 3, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(30, d))
-    y = (rng.uniform(size=30) < 0.5).astype(float)
-    q_full = tfd.MultivariateNormalTriL(
-        loc=tf.constant(rng.normal(size=d) * 0.3), scale_tril=tf.constant(0.4 * np.eye(d))
-    )
-    return q_full, logistic_log_likelihood(X[:10], y[:10])
-
 
 def _gaussian(loc, scale) -> tfd.MultivariateNormalTriL:
     return tfd.MultivariateNormalTriL(loc=tf.constant(loc), scale_tril=tf.constant(scale))
@@ -53,7 +25,7 @@ def _gaussian(loc, scale) -> tfd.MultivariateNormalTriL:
 
 def test_eubo_at_the_exact_posterior_is_the_evidence_of_the_erased_data() -> None:
     # U = log p(D_e | D_r) + KL[q_u || p(theta | D_r)], and the KL vanishes at q_u = p(theta | D_r).
-    q_full, q_remaining, erased, log_evidence = _linear_problem()
+    q_full, q_remaining, erased, log_evidence = linear_problem()
     value = eubo(q_remaining, q_full, erased, num_samples=500, seed=0)
     assert float(value) == pytest.approx(log_evidence, abs=1e-9)
 
@@ -63,7 +35,7 @@ def test_eubo_at_the_exact_posterior_is_the_evidence_of_the_erased_data() -> Non
     log_scales=st.lists(st.floats(-1.0, 1.0), min_size=3, max_size=3),
 )
 def test_eubo_minus_evidence_is_the_kl_to_the_exact_posterior(shift, log_scales) -> None:
-    q_full, q_remaining, erased, log_evidence = _linear_problem()
+    q_full, q_remaining, erased, log_evidence = linear_problem()
     scale = q_remaining.scale.to_dense().numpy() @ np.diag(np.exp(log_scales))
     q_u = _gaussian(q_remaining.loc.numpy() + 0.1 * np.array(shift), scale)
     # Moment-matched samples make the expectation of a quadratic exact.
@@ -72,14 +44,14 @@ def test_eubo_minus_evidence_is_the_kl_to_the_exact_posterior(shift, log_scales)
 
 
 def test_eubo_with_lam_one_is_the_kl_to_q_full() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     q_u = _gaussian(q_full.loc.numpy() + 0.2, 0.3 * np.eye(3))
     value = eubo(q_u, q_full, erased, lam=1.0, seed=0)
     assert float(value) == pytest.approx(float(gaussian_kl(q_u, q_full)), rel=1e-12)
 
 
 def test_eubo_is_reproducible_and_depends_on_the_seed() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     first = eubo(q_full, q_full, erased, lam=0.01, num_samples=300, seed=3)
     second = eubo(q_full, q_full, erased, lam=0.01, num_samples=300, seed=3)
     other = eubo(q_full, q_full, erased, lam=0.01, num_samples=300, seed=4)
@@ -87,7 +59,7 @@ def test_eubo_is_reproducible_and_depends_on_the_seed() -> None:
 
 
 def test_eubo_rejects_mismatched_beliefs() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     with pytest.raises(ValueError, match="event shape"):
         eubo(_gaussian(np.zeros(2), np.eye(2)), q_full, erased)
     with pytest.raises(TypeError, match="q_u"):
@@ -98,7 +70,7 @@ def test_eubo_rejects_mismatched_beliefs() -> None:
 
 
 def test_unlearn_eubo_recovers_the_exact_posterior_of_the_remaining_data() -> None:
-    q_full, q_remaining, erased, _ = _linear_problem()
+    q_full, q_remaining, erased, _ = linear_problem()
     q_u, info = unlearn_eubo(q_full, erased, seed=0, return_info=True)
     assert float(gaussian_kl(q_u, q_remaining)) < 1e-9
     assert float(gaussian_kl(q_full, q_remaining)) > 0.1  # there was something to unlearn
@@ -106,13 +78,13 @@ def test_unlearn_eubo_recovers_the_exact_posterior_of_the_remaining_data() -> No
 
 
 def test_unlearn_eubo_recovers_the_exact_posterior_in_20_dimensions() -> None:
-    q_full, q_remaining, erased, _ = _linear_problem(d=20, n=200, n_erased=40)
+    q_full, q_remaining, erased, _ = linear_problem(d=20, n=200, n_erased=40)
     q_u = unlearn_eubo(q_full, erased, seed=0)
     assert float(gaussian_kl(q_u, q_remaining)) < 1e-8
 
 
 def test_lam_one_returns_q_full_unchanged() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     q_u = unlearn_eubo(q_full, erased, lam=1.0, seed=0)
     assert q_u is not q_full
     np.testing.assert_array_equal(q_u.loc, q_full.loc)
@@ -122,7 +94,7 @@ def test_lam_one_returns_q_full_unchanged() -> None:
 @pytest.mark.parametrize("lam", [0.0, 1e-3, 0.3])
 def test_unlearned_belief_has_a_lower_eubo_than_q_full(lam: float) -> None:
     # Judged by an independent, larger Monte Carlo estimate of the (unsmoothed) EUBO.
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     q_u = unlearn_eubo(q_full, erased, lam, seed=0, num_samples=4000)
     judge = dict(lam=lam, num_samples=50_000, seed=123)
     gain = float(eubo(q_full, q_full, erased, **judge) - eubo(q_u, q_full, erased, **judge))
@@ -131,7 +103,7 @@ def test_unlearned_belief_has_a_lower_eubo_than_q_full(lam: float) -> None:
 
 def test_tiny_lam_gives_the_plain_eubo_answer() -> None:
     # With lam = 1e-12 the region holds all of q_full's samples: nothing is adjusted.
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     plain = unlearn_eubo(q_full, erased, 0.0, seed=0, num_samples=2000)
     tiny = unlearn_eubo(q_full, erased, 1e-12, seed=0, num_samples=2000)
     assert float(gaussian_kl(tiny, plain)) < 1e-6
@@ -140,14 +112,14 @@ def test_tiny_lam_gives_the_plain_eubo_answer() -> None:
 def test_default_smoothing_agrees_with_a_sharper_one() -> None:
     # Both answers agree to within Monte Carlo error, a small fraction of the change
     # that unlearning makes.
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     default = unlearn_eubo(q_full, erased, 0.1, seed=0)
     sharper = unlearn_eubo(q_full, erased, 0.1, seed=0, boundary_smoothing=0.005)
     assert float(gaussian_kl(sharper, default)) < 0.02 * float(gaussian_kl(default, q_full))
 
 
 def test_non_traceable_likelihood_falls_back_to_eager() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
 
     def numpy_likelihood(theta):  # .numpy() fails inside tf.function
         return tf.constant(erased(theta).numpy())
@@ -163,7 +135,7 @@ def test_non_traceable_likelihood_falls_back_to_eager() -> None:
 
 
 def test_unlearn_eubo_is_reproducible_with_a_seed() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     first = unlearn_eubo(q_full, erased, 0.01, seed=7, num_samples=500)
     second = unlearn_eubo(q_full, erased, 0.01, seed=7, num_samples=500)
     other = unlearn_eubo(q_full, erased, 0.01, seed=8, num_samples=500)
@@ -173,7 +145,7 @@ def test_unlearn_eubo_is_reproducible_with_a_seed() -> None:
 
 
 def test_unlearn_eubo_does_not_modify_its_inputs() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     loc, scale = q_full.loc.numpy().copy(), q_full.scale.to_dense().numpy().copy()
     q_u = unlearn_eubo(q_full, erased, 0.01, seed=0, num_samples=500)
     np.testing.assert_array_equal(q_full.loc, loc)
@@ -196,13 +168,13 @@ def test_unlearn_eubo_does_not_modify_its_inputs() -> None:
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match) -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     with pytest.raises(error, match=match):
         unlearn_eubo(q_full, erased, **kwargs)
 
 
 def test_bad_beliefs_and_callables_raise() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem()
     with pytest.raises(TypeError, match="q_full"):
         unlearn_eubo(tfd.MultivariateNormalDiag(loc=tf.zeros(3, tf.float64)), erased)
     with pytest.raises(TypeError, match="q_full"):

@@ -9,7 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import special, stats
 
-from unlearnkit.likelihoods import linear_gaussian_log_likelihood, logistic_log_likelihood
+from unlearnkit.likelihoods import (
+    linear_gaussian_log_likelihood,
+    logistic_log_likelihood,
+)
 
 
 def _data(n: int = 12, d: int = 3, seed: int = 0):

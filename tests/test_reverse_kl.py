@@ -2,44 +2,24 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from hypothesis import given
 from hypothesis import strategies as st
+from problems import linear_problem, logistic_problem
 
-from unlearnkit import adjusted_log_likelihood, effective_sample_size, unlearn_reverse_kl
-from unlearnkit.exact import LinearGaussian
-from unlearnkit.likelihoods import linear_gaussian_log_likelihood, logistic_log_likelihood
+from unlearnkit import (
+    adjusted_log_likelihood,
+    effective_sample_size,
+    unlearn_reverse_kl,
+)
+from unlearnkit.likelihoods import logistic_log_likelihood
 from unlearnkit.metrics import gaussian_kl
 from unlearnkit.reverse_kl import ReverseKLInfo, importance_log_weights
 
 tfd = tfp.distributions
-
-NOISE = 0.5
-
-
-def _linear_problem(d: int = 3, n: int = 60, n_erased: int = 8, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    y = X @ rng.normal(size=d) + math.sqrt(NOISE) * rng.normal(size=n)
-    prior = LinearGaussian(np.zeros(d), np.eye(d), NOISE)
-    full, remaining = prior.observe(X, y), prior.observe(X[n_erased:], y[n_erased:])
-    erased = linear_gaussian_log_likelihood(X[:n_erased], y[:n_erased], NOISE)
-    return full.distribution, remaining.distribution, erased
-
-
-def _logistic_problem(d: int = 3, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(10, d))
-    y = (rng.uniform(size=10) < 0.5).astype(float)
-    q_full = tfd.MultivariateNormalTriL(
-        loc=tf.constant(rng.normal(size=d) * 0.3), scale_tril=tf.constant(0.4 * np.eye(d))
-    )
-    return q_full, logistic_log_likelihood(X, y)
 
 
 # --- effective sample size and weights ----------------------------------------------
@@ -69,7 +49,7 @@ def test_effective_sample_size_rejects_bad_input() -> None:
 
 
 def test_importance_log_weights_are_normalised_and_inverse_to_the_likelihood() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     theta = q_full.sample(100, seed=(1, 2))
     log_w = importance_log_weights(adjusted_log_likelihood(erased, q_full, 0.0), theta)
     assert float(tf.reduce_logsumexp(log_w)) == pytest.approx(0.0, abs=1e-12)
@@ -84,7 +64,7 @@ def test_importance_log_weights_are_normalised_and_inverse_to_the_likelihood() -
 def test_recovers_the_exact_posterior_of_the_remaining_data() -> None:
     # p(theta | D) / p(D_e | theta) is the Gaussian p(theta | D_r), so the weighted
     # moments converge to it as the number of samples grows.
-    q_full, q_remaining, erased = _linear_problem()
+    q_full, q_remaining, erased, _ = linear_problem(n_erased=8)
     kls = [
         float(gaussian_kl(q_remaining, unlearn_reverse_kl(q_full, erased, seed=0, num_samples=s)))
         for s in (1_000, 100_000)
@@ -94,7 +74,7 @@ def test_recovers_the_exact_posterior_of_the_remaining_data() -> None:
 
 
 def test_lam_one_returns_q_full_unchanged() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     q_v, info = unlearn_reverse_kl(q_full, erased, lam=1.0, seed=0, return_info=True)
     assert q_v is not q_full
     np.testing.assert_array_equal(q_v.loc, q_full.loc)
@@ -103,7 +83,7 @@ def test_lam_one_returns_q_full_unchanged() -> None:
 
 
 def test_closed_form_matches_weighted_numpy_moments() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     lam, seed, num = 0.05, 3, 2000
     q_v = unlearn_reverse_kl(q_full, erased, lam, seed=seed, num_samples=num)
     # Rebuild the same samples and weights by hand.
@@ -156,7 +136,7 @@ def test_eubo_underestimates_the_variance_that_reverse_kl_matches() -> None:
 
 def test_lam_rescues_degenerate_weights_when_the_erased_data_are_informative() -> None:
     # Erasing 40 of 60 points: 1 / p(D_e | theta) varies over many orders of magnitude.
-    q_full, _, erased = _linear_problem(n_erased=40)
+    q_full, _, erased, _ = linear_problem(n_erased=40)
     ess = {
         lam: unlearn_reverse_kl(q_full, erased, lam, seed=0, return_info=True)[1].effective_sample_size
         for lam in (0.0, 1e-3, 0.1)
@@ -165,7 +145,7 @@ def test_lam_rescues_degenerate_weights_when_the_erased_data_are_informative() -
 
 
 def test_info_reports_the_effective_sample_size() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     q_v, info = unlearn_reverse_kl(q_full, erased, seed=0, num_samples=5000, return_info=True)
     assert isinstance(info, ReverseKLInfo)
     assert 1.0 < info.effective_sample_size < 5000 and info.num_samples == 5000
@@ -176,7 +156,7 @@ def test_info_reports_the_effective_sample_size() -> None:
 
 
 def test_is_reproducible_with_a_seed() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     a = unlearn_reverse_kl(q_full, erased, 0.01, seed=5, num_samples=1000)
     b = unlearn_reverse_kl(q_full, erased, 0.01, seed=5, num_samples=1000)
     c = unlearn_reverse_kl(q_full, erased, 0.01, seed=6, num_samples=1000)
@@ -186,7 +166,7 @@ def test_is_reproducible_with_a_seed() -> None:
 
 
 def test_does_not_modify_q_full() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     loc, scale = q_full.loc.numpy().copy(), q_full.scale.to_dense().numpy().copy()
     unlearn_reverse_kl(q_full, erased, 0.01, seed=0, num_samples=1000)
     np.testing.assert_array_equal(q_full.loc, loc)
@@ -195,7 +175,7 @@ def test_does_not_modify_q_full() -> None:
 
 def test_degenerate_weights_raise() -> None:
     # An erased "likelihood" that pins theta far more tightly than q_full's samples resolve.
-    q_full, _ = _logistic_problem()
+    q_full, _ = logistic_problem(n=10, n_erased=10)
 
     def overwhelming(theta):
         return 1e6 * tf.reduce_sum((theta - q_full.loc) ** 2, axis=-1)
@@ -215,13 +195,13 @@ def test_degenerate_weights_raise() -> None:
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match) -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     with pytest.raises(error, match=match):
         unlearn_reverse_kl(q_full, erased, **kwargs)
 
 
 def test_bad_beliefs_and_callables_raise() -> None:
-    q_full, erased = _logistic_problem()
+    q_full, erased = logistic_problem(n=10, n_erased=10)
     with pytest.raises(TypeError, match="q_full"):
         unlearn_reverse_kl(tfd.MultivariateNormalTriL(loc=tf.zeros(3), scale_tril=tf.eye(3)), erased)
     with pytest.raises(TypeError, match="erased_log_likelihood"):

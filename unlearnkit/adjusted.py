@@ -16,7 +16,6 @@ point (no adjustment); ``lam = 1`` keeps none (nothing is unlearned).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -28,12 +27,11 @@ from unlearnkit._validation import (
     check_unit_interval,
     ensure_finite,
 )
+from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions
 
 __all__ = ["AdjustedLogLikelihood", "adjusted_log_likelihood", "adjusted_region_radius_squared"]
-
-LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 
 
 def adjusted_region_radius_squared(lam: float) -> float:

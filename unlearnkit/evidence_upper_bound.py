@@ -28,7 +28,7 @@ The default, 2% of the radius, changes ``U~`` far less than the Monte Carlo erro
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -37,12 +37,12 @@ from unlearnkit import _gaussian
 from unlearnkit._gaussian import OptimizationInfo, Seed
 from unlearnkit._validation import check_gaussian_belief, check_positive_int
 from unlearnkit.adjusted import AdjustedLogLikelihood, adjust
+from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions
 
 __all__ = ["eubo", "unlearn_eubo", "OptimizationInfo"]
 
-LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 
 DEFAULT_NUM_SAMPLES = 2_000
 """Base samples for ``lam = 0``: the integrand is smooth, and moment matching makes its

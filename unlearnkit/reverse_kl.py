@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Tuple, Union
+from typing import Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +30,7 @@ from unlearnkit import _gaussian
 from unlearnkit._gaussian import Seed
 from unlearnkit._validation import check_positive_int, ensure_finite
 from unlearnkit.adjusted import AdjustedLogLikelihood
+from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions
 
@@ -40,7 +41,6 @@ __all__ = [
     "ReverseKLInfo",
 ]
 
-LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 
 DEFAULT_NUM_SAMPLES = 100_000
 _JITTERS = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)

@@ -14,7 +14,7 @@ whitened by the starting belief, which by default is the Laplace approximation.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import scipy.linalg
@@ -29,12 +29,12 @@ from unlearnkit._validation import (
     check_log_likelihood_values,
     check_positive_int,
 )
+from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions
 
 __all__ = ["fit_gaussian_vi", "laplace_approximation", "elbo"]
 
-LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 
 DEFAULT_NUM_SAMPLES = 2000
 

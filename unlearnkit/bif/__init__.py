@@ -6,6 +6,8 @@ subtracts its energy, and :func:`influence_unlearn` moves the minimiser by one N
 step instead of retraining (Fu et al., 2021).
 """
 
+from unlearnkit.bif import gmm
+from unlearnkit.bif.energies import GaussianMixtureModel, svi_noise
 from unlearnkit.bif.influence import (
     Energy,
     conjugate_gradient,
@@ -15,10 +17,18 @@ from unlearnkit.bif.influence import (
     influence_unlearn,
     influence_unlearn_sequential,
 )
-from unlearnkit.bif.map_energy import laplace_approximation, map_energies, newton_minimize
-from unlearnkit.bif import gmm
-from unlearnkit.bif.energies import GaussianMixtureModel, svi_noise
-from unlearnkit.bif.samplers import SGHMC, SGLD, SamplerResult, forget_samples, influence_hessians
+from unlearnkit.bif.map_energy import (
+    laplace_approximation,
+    map_energies,
+    newton_minimize,
+)
+from unlearnkit.bif.samplers import (
+    SGHMC,
+    SGLD,
+    SamplerResult,
+    forget_samples,
+    influence_hessians,
+)
 from unlearnkit.bif.svi import SVIFit, fit_svi, forget_svi
 
 __all__ = [

@@ -25,7 +25,12 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from unlearnkit._validation import as_float64, check_callable, check_positive_int, ensure_finite
+from unlearnkit._validation import (
+    as_float64,
+    check_callable,
+    check_positive_int,
+    ensure_finite,
+)
 from unlearnkit.bif.gmm import check_erased_indices
 
 __all__ = [
