@@ -86,3 +86,34 @@ def test_callable_and_values() -> None:
         v.check_log_likelihood_values(tf.zeros([4, 1], tf.float64), 4, "f")
     with pytest.raises(ValueError, match="the output of f contains NaN"):
         v.check_log_likelihood_values(tf.constant([0.0, np.nan], tf.float64), 2, "f")
+
+
+def test_nonnegative_and_positive_numbers() -> None:
+    assert v.check_nonnegative_number(0, "damping") == 0.0
+    assert v.check_positive_number(np.float64(2.5), "tolerance") == 2.5
+    with pytest.raises(ValueError, match="damping must be a finite non-negative number"):
+        v.check_nonnegative_number(-1e-3, "damping")
+    with pytest.raises(ValueError, match="tolerance must be a positive finite number"):
+        v.check_positive_number(0.0, "tolerance")
+    with pytest.raises(ValueError, match="tolerance must be a positive finite number"):
+        v.check_positive_number(float("inf"), "tolerance")
+    with pytest.raises(TypeError, match="damping must be a non-negative number"):
+        v.check_nonnegative_number(True, "damping")
+
+
+def test_erased_indices() -> None:
+    erased = np.array([3, 0], dtype=np.int32)
+    out = v.check_erased_indices(erased, 5)
+    assert out.dtype == np.int64 and list(out) == [3, 0]
+    assert out is not erased and erased.dtype == np.int32
+    assert v.check_erased_indices([], 5).size == 0
+    with pytest.raises(ValueError, match="erased must name at least one"):
+        v.check_erased_indices([], 5, allow_empty=False)
+    with pytest.raises(ValueError, match="only 5 points"):
+        v.check_erased_indices(np.arange(6), 5)
+    with pytest.raises(ValueError, match="repeated"):
+        v.check_erased_indices([1, 1], 5)
+    with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
+        v.check_erased_indices([5], 5)
+    with pytest.raises(TypeError, match="integer indices"):
+        v.check_erased_indices([0.5], 5)

@@ -28,7 +28,11 @@ import scipy.optimize
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit._validation import check_positive_int, ensure_finite
+from unlearnkit._validation import (
+    check_positive_int,
+    check_positive_number,
+    ensure_finite,
+)
 
 tfd = tfp.distributions
 
@@ -254,16 +258,4 @@ def minimize_lbfgs(
 
 def check_tolerance(tolerance: float) -> float:
     """Return ``tolerance`` as a float after checking that it is positive and finite."""
-    tolerance = check_nonnegative(tolerance, "tolerance")
-    if tolerance == 0.0:
-        raise ValueError("tolerance must be positive, got 0")
-    return tolerance
-
-
-def check_nonnegative(value: float, name: str) -> float:
-    """Return ``value`` as a float after checking that it is finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
-    return float(value)
+    return check_positive_number(tolerance, "tolerance")

@@ -7,6 +7,7 @@ site instead of producing a silently wrong posterior.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -25,6 +26,9 @@ __all__ = [
     "check_callable",
     "check_log_likelihood_values",
     "check_positive_int",
+    "check_nonnegative_number",
+    "check_positive_number",
+    "check_erased_indices",
 ]
 
 
@@ -132,6 +136,56 @@ def check_positive_int(value: int, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return int(value)
+
+
+def check_nonnegative_number(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking that it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
+    return float(value)
+
+
+def check_positive_number(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking that it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return float(value)
+
+
+def check_erased_indices(
+    erased: object, num_points: int, name: str = "erased", *, allow_empty: bool = True
+) -> np.ndarray:
+    """Check indices of points to erase: integers in ``[0, n)``, no repeats, at most n of them.
+
+    Args:
+        erased: indices ``[m]`` into the data.
+        num_points: n, the number of data points.
+        name: the argument's name, for error messages.
+        allow_empty: whether ``m = 0`` (nothing to erase) is accepted.
+
+    Returns:
+        A new ``int64`` array ``[m]`` (the caller's array is never written to).
+    """
+    array = np.asarray(erased)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of indices, got shape {list(array.shape)}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer indices, got dtype {array.dtype}")
+    if array.size == 0 and not allow_empty:
+        raise ValueError(f"{name} must name at least one data point to erase")
+    if array.size > num_points:
+        raise ValueError(f"{name} has {array.size} indices but the data has only {num_points} points")
+    if array.size and (array.min() < 0 or array.max() >= num_points):
+        raise ValueError(
+            f"{name} must index rows 0..{num_points - 1}: got values outside [0, {num_points})"
+        )
+    if np.unique(array).size != array.size:
+        raise ValueError(f"{name} contains repeated indices (a point named more than once)")
+    return array.astype(np.int64)
 
 
 def check_binary_labels(value: object, name: str) -> tf.Tensor:

@@ -35,7 +35,11 @@ import tensorflow_probability as tfp
 
 from unlearnkit import _gaussian
 from unlearnkit._gaussian import OptimizationInfo, Seed
-from unlearnkit._validation import check_gaussian_belief, check_positive_int
+from unlearnkit._validation import (
+    check_gaussian_belief,
+    check_nonnegative_number,
+    check_positive_int,
+)
 from unlearnkit.adjusted import AdjustedLogLikelihood, adjust
 from unlearnkit.likelihoods import LogLikelihood
 
@@ -197,7 +201,7 @@ def unlearn_eubo(
     num_samples = _num_samples(num_samples, adjusted.lam)
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     tolerance = _gaussian.check_tolerance(tolerance)
-    smoothing = _gaussian.check_nonnegative(boundary_smoothing, "boundary_smoothing")
+    smoothing = check_nonnegative_number(boundary_smoothing, "boundary_smoothing")
     problem = _WhitenedEUBO(adjusted, num_samples, seed, smoothing)
     identity = tf.eye(problem.dim, dtype=tf.float64)
     zero = tf.zeros([problem.dim], dtype=tf.float64)

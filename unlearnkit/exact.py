@@ -30,7 +30,7 @@ import tensorflow_probability as tfp
 from scipy import special
 from scipy.linalg import lapack
 
-from unlearnkit._validation import as_float64_array
+from unlearnkit._validation import as_float64_array, check_positive_number
 
 tfd = tfp.distributions
 
@@ -50,15 +50,6 @@ _PRIOR_FIELDS = (
     "_prior_shift",
     "_slack_scale",
 )
-
-
-def _check_positive_number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
 
 
 def _check_count(value: object, name: str) -> int:
@@ -103,7 +94,7 @@ class BetaBernoulli:
 
     def __post_init__(self) -> None:
         for name in ("concentration1", "concentration0"):
-            object.__setattr__(self, name, _check_positive_number(getattr(self, name), name))
+            object.__setattr__(self, name, check_positive_number(getattr(self, name), name))
         for name in ("num_ones", "num_zeros"):
             object.__setattr__(self, name, _check_count(getattr(self, name), name))
 
@@ -225,7 +216,7 @@ class LinearGaussian:
             raise ValueError("prior_cov must be positive definite")
         precision, _ = lapack.dpotri(chol, lower=1)  # inverse from the Cholesky factor
         precision = np.tril(precision) + np.tril(precision, -1).T
-        noise = _check_positive_number(self.noise_variance, "noise_variance")
+        noise = check_positive_number(self.noise_variance, "noise_variance")
         values = {
             "prior_mean": _read_only(mean),
             "prior_cov": _read_only(cov),

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from unlearnkit._validation import as_float64, check_positive_int
+from unlearnkit._validation import as_float64, check_erased_indices, check_positive_int
 
 __all__ = [
     "GMMData",
@@ -89,26 +89,6 @@ def structured_removal(data: GMMData, per_cluster: int = 400) -> np.ndarray:
             )
         chosen.append(members[np.argsort(key(members), kind="stable")[:per_cluster]])
     return np.concatenate(chosen)
-
-
-def check_erased_indices(erased: object, num_points: int, name: str = "erased") -> np.ndarray:
-    """Check indices of points to erase: integers in ``[0, n)``, no repeats, at most n of them.
-
-    Returns:
-        A new ``int64`` array ``[m]`` (the caller's array is never written to).
-    """
-    array = np.asarray(erased)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of indices, got shape {list(array.shape)}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer indices, got dtype {array.dtype}")
-    if array.size > num_points:
-        raise ValueError(f"{name} has {array.size} indices but the data has only {num_points} points")
-    if array.size and (array.min() < 0 or array.max() >= num_points):
-        raise ValueError(f"{name} must index the {num_points} points: got values outside [0, {num_points})")
-    if np.unique(array).size != array.size:
-        raise ValueError(f"{name} contains repeated indices")
-    return array.astype(np.int64)
 
 
 def remaining_indices(erased: object, num_points: int) -> np.ndarray:

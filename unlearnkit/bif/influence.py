@@ -27,7 +27,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from unlearnkit._validation import check_callable, ensure_finite
+from unlearnkit._validation import (
+    check_callable,
+    check_nonnegative_number,
+    ensure_finite,
+)
 
 __all__ = [
     "Energy",
@@ -78,15 +82,6 @@ def _check_energy_value(value: object, name: str) -> tf.Tensor:
     if value.shape.rank != 0:
         raise ValueError(f"{name} must return a scalar, got shape {value.shape.as_list()}")
     return ensure_finite(value, f"the value of {name}")
-
-
-def _check_damping(damping: object) -> float:
-    if isinstance(damping, bool) or not isinstance(damping, (int, float, np.integer, np.floating)):
-        raise TypeError(f"damping must be a non-negative number, got {type(damping).__name__}")
-    damping = float(damping)
-    if not np.isfinite(damping) or damping < 0.0:
-        raise ValueError(f"damping must be a finite non-negative number, got {damping}")
-    return damping
 
 
 def _check_solver_options(solver: object, tol: object, max_iter: Optional[int], dim: int) -> tuple:
@@ -381,7 +376,7 @@ def influence_unlearn(
     params = _check_params(params)
     check_callable(energy, "energy", "gamma [d] -> scalar")
     check_callable(erased_energy, "erased_energy", "gamma [d] -> scalar")
-    damping = _check_damping(damping)
+    damping = check_nonnegative_number(damping, "damping")
     tol, max_iter = _check_solver_options(solver, tol, max_iter, int(params.shape[0]))
     gradient = energy_gradient(erased_energy, params, name="erased_energy")
     direction = _newton_direction(

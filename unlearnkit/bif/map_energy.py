@@ -20,7 +20,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit._validation import as_float64, check_callable, ensure_finite
+from unlearnkit._validation import (
+    as_float64,
+    check_callable,
+    check_erased_indices,
+    ensure_finite,
+)
 from unlearnkit.bif.influence import (
     Energy,
     _check_params,
@@ -49,21 +54,6 @@ def _energy_of(log_likelihood: Callable, prior_variance: Optional[float]) -> Ene
         return value
 
     return energy
-
-
-def _check_erased_indices(erased: object, num_data: int, name: str) -> np.ndarray:
-    indices = np.asarray(erased)
-    if indices.ndim != 1 or not (indices.size == 0 or np.issubdtype(indices.dtype, np.integer)):
-        raise TypeError(f"{name} must be a 1-D array of integer row indices, got {indices.dtype} {indices.shape}")
-    if indices.size == 0:
-        raise ValueError(f"{name} must name at least one data point to erase")
-    if indices.size > num_data:
-        raise ValueError(f"{name} has {indices.size} points but the data has only {num_data}")
-    if indices.min() < 0 or indices.max() >= num_data:
-        raise ValueError(f"{name} must index rows 0..{num_data - 1}, got {indices.min()}..{indices.max()}")
-    if np.unique(indices).size != indices.size:
-        raise ValueError(f"{name} names a data point more than once")
-    return indices.copy()
 
 
 def map_energies(
@@ -107,10 +97,10 @@ def map_energies(
 
     chunked = isinstance(erased, Sequence) and len(erased) > 0 and np.ndim(erased[0]) == 1
     if chunked:
-        chunks = [_check_erased_indices(c, num_data, f"erased[{k}]") for k, c in enumerate(erased)]
-        _check_erased_indices(np.concatenate(chunks), num_data, "the union of the erased chunks")
+        chunks = [check_erased_indices(c, num_data, f"erased[{k}]", allow_empty=False) for k, c in enumerate(erased)]
+        check_erased_indices(np.concatenate(chunks), num_data, "the union of the erased chunks")
     else:
-        chunks = [_check_erased_indices(erased, num_data, "erased")]
+        chunks = [check_erased_indices(erased, num_data, "erased", allow_empty=False)]
 
     energy = _energy_of(make_log_likelihood(X, y), variance)
     erased_energies = [
