@@ -118,13 +118,18 @@ def energy_gradient(energy: Energy, params: tf.Tensor, *, name: str = "energy") 
     """
     check_callable(energy, name, "gamma [d] -> scalar")
     params = _check_params(params)
+    return ensure_finite(_taped_gradient(energy, params, name), f"the gradient of {name}")
+
+
+def _taped_gradient(energy: Energy, params: tf.Tensor, name: str) -> tf.Tensor:
+    """``grad energy(params)`` on a tape of its own (an enclosing tape records it too)."""
     with tf.GradientTape() as tape:
         tape.watch(params)
         value = _check_energy_value(energy(params), name)
     gradient = tape.gradient(value, params)
     if gradient is None:
         raise ValueError(f"{name} does not depend on params through TensorFlow operations")
-    return ensure_finite(gradient, f"the gradient of {name}")
+    return gradient
 
 
 def energy_hessian(energy: Energy, params: tf.Tensor, *, name: str = "energy") -> tf.Tensor:
@@ -146,12 +151,7 @@ def energy_hessian(energy: Energy, params: tf.Tensor, *, name: str = "energy") -
     dim = params.shape[0]
     with tf.GradientTape(persistent=True) as outer:
         outer.watch(params)
-        with tf.GradientTape() as inner:
-            inner.watch(params)
-            value = _check_energy_value(energy(params), name)
-        gradient = inner.gradient(value, params)
-        if gradient is None:
-            raise ValueError(f"{name} does not depend on params through TensorFlow operations")
+        gradient = _taped_gradient(energy, params, name)
         entries = [gradient[i] for i in range(dim)]
     zero = tf.zeros_like(params)
     rows = [outer.gradient(entry, params, unconnected_gradients="zero") for entry in entries]
