@@ -29,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from unlearnkit import bif  # noqa: E402
-from unlearnkit.bif import gmm  # noqa: E402
+from unlearnkit import datasets as gmm
+from unlearnkit.bif import mixture  # noqa: E402
 
 REQUIRED_SPEED_UP = 20
 
@@ -53,7 +54,7 @@ def centres(params) -> np.ndarray:
 
 def distance_ratio(original, processed, target) -> float:
     target = centres(target)
-    return gmm.centre_distance(centres(processed), target) / gmm.centre_distance(
+    return mixture.centre_distance(centres(processed), target) / mixture.centre_distance(
         centres(original), target
     )
 
@@ -72,7 +73,7 @@ def main() -> int:
     model = bif.GaussianMixtureModel()
 
     def start(data_points) -> np.ndarray:
-        return 0.5 * gmm.kmeans_centres(data_points, 4, seed=0).reshape(-1)
+        return 0.5 * mixture.kmeans_centres(data_points, 4, seed=0).reshape(-1)
 
     def chain_starts(data_points, seed: int) -> np.ndarray:
         jitter = 0.3 * np.random.default_rng(seed).standard_normal((args.chains, 8))

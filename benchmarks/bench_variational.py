@@ -44,8 +44,8 @@ import tensorflow_probability as tfp  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 
 import unlearnkit as uk  # noqa: E402
-from unlearnkit import _gaussian  # noqa: E402
-from unlearnkit.adjusted import adjusted_region_radius_squared  # noqa: E402
+from unlearnkit.variational import gaussian as _gaussian  # noqa: E402
+from unlearnkit.variational.adjusted import adjusted_region_radius_squared  # noqa: E402
 from unlearnkit.likelihoods import logistic_log_likelihood  # noqa: E402
 from unlearnkit.metrics import gaussian_kl  # noqa: E402
 
@@ -198,7 +198,7 @@ def run_problem(problem, adam_steps: int, lams=(0.0, 1e-3)) -> None:
         try:
             (q, info), t = timed(lambda: uk.unlearn_reverse_kl(q_full, erased, lam, seed=0,
                                                                return_info=True))
-            row(f"rev. KL, closed (ESS {info.effective_sample_size:.0f})", q, t, ref_v, False)
+            row(f"rev. KL, closed (ESS {info.importance_ess:.0f})", q, t, ref_v, False)
         except ValueError as err:  # degenerate weights
             print(f"{'reverse KL, closed form':<30}{lam:>7g}  failed: {str(err)[:60]}...")
         if adam_steps:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unlearnkit import adjusted_log_likelihood
-from unlearnkit.adjusted import AdjustedLogLikelihood, adjusted_region_radius_squared
+from unlearnkit.variational.adjusted import AdjustedLogLikelihood, adjusted_region_radius_squared
 from unlearnkit.likelihoods import logistic_log_likelihood
 
 tfd = tfp.distributions

@@ -11,11 +11,13 @@ import tensorflow_probability as tfp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from unlearnkit import _validation
+from unlearnkit import datasets as gmm
+from unlearnkit.bif import mixture
 from unlearnkit.bif import (
     GaussianMixtureModel,
     fit_svi,
     forget_svi,
-    gmm,
     influence_unlearn,
     svi_noise,
 )
@@ -85,17 +87,17 @@ def test_structured_removal_takes_the_extreme_points():
 )
 def test_bad_erased_indices(erased, error, message):
     with pytest.raises(error, match=message):
-        gmm.check_erased_indices(erased, 400, "erased")
+        _validation.check_erased_indices(erased, 400, "erased")
 
 
 def test_kmeans_and_matching():
     data = gmm.make_gmm_data(2000, seed=0)
-    centres = gmm.kmeans_centres(data.points, 4, seed=0)
-    matched = gmm.match_centres(centres, data.centres)
+    centres = mixture.kmeans_centres(data.points, 4, seed=0)
+    matched = mixture.match_centres(centres, data.centres)
     assert np.abs(matched - data.centres).max() < 0.2
     perm = np.array([2, 0, 3, 1])
-    np.testing.assert_array_equal(gmm.match_centres(data.centres[perm], data.centres), data.centres)
-    assert gmm.centre_distance(data.centres[perm], data.centres) == 0.0
+    np.testing.assert_array_equal(mixture.match_centres(data.centres[perm], data.centres), data.centres)
+    assert mixture.centre_distance(data.centres[perm], data.centres) == 0.0
 
 
 # -------------------------------------------------------------------------------- energies
@@ -213,7 +215,7 @@ def test_fit_svi_reaches_a_stationary_point(data, svi_setup):
         energy = MODEL.svi_energy(gamma, data.points, noise)
     assert float(tf.norm(tape.gradient(energy, gamma))) < 1e-8
     assert fit.path.shape[1] == 16 and fit.path.shape[0] >= 2
-    centres = gmm.match_centres(tf.reshape(fit.gamma[:8], [4, 2]), data.centres)
+    centres = mixture.match_centres(tf.reshape(fit.gamma[:8], [4, 2]), data.centres)
     assert np.abs(centres - data.centres).max() < 0.3
     again = fit_svi(MODEL, data.points, noise)
     np.testing.assert_array_equal(fit.gamma, again.gamma)  # deterministic
@@ -254,7 +256,7 @@ def test_forget_svi_batch_and_chunks(data, svi_setup):
 
     def ratio(gamma):
         target = tf.reshape(refit.gamma[:8], [4, 2])
-        return gmm.centre_distance(tf.reshape(gamma[:8], [4, 2]), target) / gmm.centre_distance(
+        return mixture.centre_distance(tf.reshape(gamma[:8], [4, 2]), target) / mixture.centre_distance(
             tf.reshape(fit.gamma[:8], [4, 2]), target
         )
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from problems import linear_problem, logistic_problem
 
 from unlearnkit import eubo, unlearn_eubo
-from unlearnkit.evidence_upper_bound import OptimizationInfo
+from unlearnkit.variational.evidence_upper_bound import OptimizationInfo
 from unlearnkit.metrics import gaussian_kl
 
 tfd = tfp.distributions

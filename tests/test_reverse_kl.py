@@ -12,12 +12,12 @@ from problems import linear_problem, logistic_problem
 
 from unlearnkit import (
     adjusted_log_likelihood,
-    effective_sample_size,
+    importance_ess,
     unlearn_reverse_kl,
 )
 from unlearnkit.likelihoods import logistic_log_likelihood
 from unlearnkit.metrics import gaussian_kl
-from unlearnkit.reverse_kl import ReverseKLInfo, importance_log_weights
+from unlearnkit.variational.reverse_kl import ReverseKLInfo, importance_log_weights
 
 tfd = tfp.distributions
 
@@ -25,27 +25,27 @@ tfd = tfp.distributions
 # --- effective sample size and weights ----------------------------------------------
 
 
-def test_effective_sample_size_of_equal_and_one_hot_weights() -> None:
-    assert effective_sample_size(np.zeros(50)) == pytest.approx(50.0)
-    assert effective_sample_size(np.array([0.0, -800.0, -900.0])) == pytest.approx(1.0)
+def test_importance_ess_of_equal_and_one_hot_weights() -> None:
+    assert importance_ess(np.zeros(50)) == pytest.approx(50.0)
+    assert importance_ess(np.array([0.0, -800.0, -900.0])) == pytest.approx(1.0)
 
 
 @given(
     st.lists(st.floats(-50.0, 50.0), min_size=1, max_size=40),
     st.floats(-1e3, 1e3),
 )
-def test_effective_sample_size_is_between_one_and_s_and_scale_free(log_w, shift) -> None:
+def test_importance_ess_is_between_one_and_s_and_scale_free(log_w, shift) -> None:
     log_w = np.array(log_w)
-    ess = effective_sample_size(log_w)
+    ess = importance_ess(log_w)
     assert 1.0 - 1e-9 <= ess <= len(log_w) + 1e-9
-    assert effective_sample_size(log_w + shift) == pytest.approx(ess, rel=1e-9)
+    assert importance_ess(log_w + shift) == pytest.approx(ess, rel=1e-9)
 
 
-def test_effective_sample_size_rejects_bad_input() -> None:
+def test_importance_ess_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="log_weights"):
-        effective_sample_size(np.zeros((2, 2)))
+        importance_ess(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="log_weights"):
-        effective_sample_size(np.array([0.0, np.nan]))
+        importance_ess(np.array([0.0, np.nan]))
 
 
 def test_importance_log_weights_are_normalised_and_inverse_to_the_likelihood() -> None:
@@ -87,7 +87,7 @@ def test_closed_form_matches_weighted_numpy_moments() -> None:
     lam, seed, num = 0.05, 3, 2000
     q_v = unlearn_reverse_kl(q_full, erased, lam, seed=seed, num_samples=num)
     # Rebuild the same samples and weights by hand.
-    from unlearnkit._gaussian import moment_matched_normal
+    from unlearnkit.variational.gaussian import moment_matched_normal
 
     z = moment_matched_normal(num, 3, seed).numpy()
     theta = q_full.loc.numpy() + z @ q_full.scale.to_dense().numpy().T
@@ -138,13 +138,13 @@ def test_lam_rescues_degenerate_weights_when_the_erased_data_are_informative() -
     # Erasing 40 of 60 points: 1 / p(D_e | theta) varies over many orders of magnitude.
     q_full, _, erased, _ = linear_problem(n_erased=40)
     ess = {
-        lam: unlearn_reverse_kl(q_full, erased, lam, seed=0, return_info=True)[1].effective_sample_size
+        lam: unlearn_reverse_kl(q_full, erased, lam, seed=0, return_info=True)[1].importance_ess
         for lam in (0.0, 1e-3, 0.1)
     }
     assert ess[0.0] < 100 < 10 * ess[0.0] < ess[1e-3] < ess[0.1]
 
 
-def test_info_reports_the_effective_sample_size() -> None:
+def test_info_reports_the_importance_ess() -> None:
     q_full, erased = logistic_problem(n=10, n_erased=10)
     q_v, info = unlearn_reverse_kl(q_full, erased, seed=0, num_samples=5000, return_info=True)
     assert isinstance(info, ReverseKLInfo)

@@ -10,14 +10,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit import fit_gaussian_vi
-from unlearnkit.evidence_upper_bound import OptimizationInfo
+from unlearnkit.variational.evidence_upper_bound import OptimizationInfo
 from unlearnkit.exact import LinearGaussian
 from unlearnkit.likelihoods import (
     linear_gaussian_log_likelihood,
     logistic_log_likelihood,
 )
 from unlearnkit.metrics import gaussian_kl
-from unlearnkit.vi import elbo, laplace_approximation
+from unlearnkit.variational.gaussian_vi import elbo, laplace_approximation
 
 tfd = tfp.distributions
 

@@ -4,27 +4,49 @@ Modules, one per idea of the book:
 
 - :mod:`unlearnkit.exact` -- exact Bayesian unlearning (conjugate models, grids).
 - :mod:`unlearnkit.likelihoods` -- log-likelihood callables ``theta [S, d] -> [S]``.
-- :mod:`unlearnkit.adjusted` -- the adjusted likelihood p_adj(D_e | theta; lambda).
-- :mod:`unlearnkit.evidence_upper_bound` -- unlearning by minimising the EUBO.
-- :mod:`unlearnkit.reverse_kl` -- unlearning by minimising the reverse KL (closed form).
-- :mod:`unlearnkit.vi` -- Gaussian variational inference, to fit q(theta | D) and retrain.
-- :mod:`unlearnkit.metrics` -- averaged KL between predictives, KL between Gaussians.
-
-The variational methods' main functions are exported here at the top level.
-- :mod:`unlearnkit.gp` -- unlearning for GPflow sparse variational GPs.
+- :mod:`unlearnkit.variational` -- unlearning a Gaussian belief: the adjusted likelihood,
+  the EUBO, the reverse KL, and Gaussian variational inference to fit the beliefs.
+- :mod:`unlearnkit.gp` -- GPflow models: sparse variational GPs as beliefs over inducing
+  outputs (GPflow is imported only when this module is first used).
 - :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
+- :mod:`unlearnkit.metrics` -- how close an unlearned belief is to the retrained one.
+- :mod:`unlearnkit.datasets` -- the book's synthetic data sets.
+- :mod:`unlearnkit.seeds`, :mod:`unlearnkit.errors` -- the package's conventions.
+
+The variational methods' main functions, the typed errors and the diagnostics types are
+exported here at the top level.
 """
 
-from unlearnkit import bif, exact, gp, likelihoods, metrics, vi
-from unlearnkit.adjusted import adjusted_log_likelihood
-from unlearnkit.evidence_upper_bound import eubo, unlearn_eubo
-from unlearnkit.reverse_kl import effective_sample_size, unlearn_reverse_kl
-from unlearnkit.vi import fit_gaussian_vi
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from unlearnkit import bif, datasets, errors, exact, likelihoods, metrics, seeds, variational
+from unlearnkit.errors import ConvergenceWarning, DegenerateWeightsError, NotPositiveDefiniteError
+from unlearnkit.variational import (
+    adjusted_log_likelihood,
+    eubo,
+    fit_gaussian_vi,
+    importance_ess,
+    unlearn_eubo,
+    unlearn_reverse_kl,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "likelihoods", "exact", "gp", "bif", "metrics", "vi",
+    "bif", "datasets", "errors", "exact", "gp", "likelihoods", "metrics", "seeds",
+    "variational",
     "adjusted_log_likelihood", "eubo", "unlearn_eubo", "unlearn_reverse_kl",
-    "effective_sample_size", "fit_gaussian_vi", "__version__",
+    "importance_ess", "fit_gaussian_vi",
+    "DegenerateWeightsError", "NotPositiveDefiniteError", "ConvergenceWarning",
+    "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import :mod:`unlearnkit.gp` (and GPflow) only when it is first used."""
+    if name == "gp":
+        return importlib.import_module("unlearnkit.gp")
+    raise AttributeError(f"module 'unlearnkit' has no attribute {name!r}")

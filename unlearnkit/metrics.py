@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit import _gaussian
-from unlearnkit._gaussian import Seed
+from unlearnkit.variational import gaussian as _gaussian
+from unlearnkit.variational.gaussian import Seed
 from unlearnkit._validation import (
     as_float64,
     check_callable,

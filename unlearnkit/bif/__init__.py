@@ -6,8 +6,8 @@ subtracts its energy, and :func:`influence_unlearn` moves the minimiser by one N
 step instead of retraining (Fu et al., 2021).
 """
 
-from unlearnkit.bif import gmm
-from unlearnkit.bif.energies import GaussianMixtureModel, svi_noise
+from unlearnkit.bif import mixture
+from unlearnkit.bif.mixture import GaussianMixtureModel, svi_noise
 from unlearnkit.bif.influence import (
     Energy,
     conjugate_gradient,
@@ -42,7 +42,7 @@ __all__ = [
     "laplace_approximation",
     "map_energies",
     "newton_minimize",
-    "gmm",
+    "mixture",
     "GaussianMixtureModel",
     "svi_noise",
     "SGLD",

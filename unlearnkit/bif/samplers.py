@@ -31,7 +31,7 @@ from unlearnkit._validation import (
     check_positive_int,
     ensure_finite,
 )
-from unlearnkit.bif.gmm import check_erased_indices
+from unlearnkit._validation import check_erased_indices
 
 __all__ = [
     "SamplerResult",

@@ -18,8 +18,8 @@ import scipy.optimize
 import tensorflow as tf
 
 from unlearnkit._validation import check_positive_int, ensure_finite
-from unlearnkit.bif.energies import GaussianMixtureModel
-from unlearnkit.bif.gmm import kmeans_centres
+from unlearnkit.bif.mixture import GaussianMixtureModel
+from unlearnkit.bif.mixture import kmeans_centres
 from unlearnkit.bif.samplers import _forget_chunks
 
 __all__ = ["SVIFit", "fit_svi", "forget_svi"]

@@ -21,8 +21,8 @@ import scipy.linalg
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit import _gaussian
-from unlearnkit._gaussian import OptimizationInfo, Seed
+from unlearnkit.variational import gaussian as _gaussian
+from unlearnkit.variational.gaussian import OptimizationInfo, Seed
 from unlearnkit._validation import (
     check_callable,
     check_gaussian_belief,

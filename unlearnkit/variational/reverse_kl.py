@@ -12,7 +12,7 @@ mean and the weighted covariance of the samples. No optimisation is needed.
 
 The weights degenerate when the erased data carry much information (``p(D_e | theta)``
 varies by many orders of magnitude over ``q(theta | D)``): a few samples then carry
-nearly all the weight. :func:`effective_sample_size` measures this; ``lam > 0`` helps by
+nearly all the weight. :func:`importance_ess` measures this; ``lam > 0`` helps by
 capping the weights outside the region where ``q(theta | D)`` is large.
 """
 
@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit import _gaussian
-from unlearnkit._gaussian import Seed
+from unlearnkit.variational import gaussian as _gaussian
+from unlearnkit.variational.gaussian import Seed
 from unlearnkit._validation import check_positive_int, ensure_finite
-from unlearnkit.adjusted import AdjustedLogLikelihood
+from unlearnkit.variational.adjusted import AdjustedLogLikelihood
 from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions
@@ -37,7 +37,7 @@ tfd = tfp.distributions
 __all__ = [
     "unlearn_reverse_kl",
     "importance_log_weights",
-    "effective_sample_size",
+    "importance_ess",
     "ReverseKLInfo",
 ]
 
@@ -79,7 +79,7 @@ def importance_log_weights(adjusted: AdjustedLogLikelihood, theta: tf.Tensor) ->
     return log_unnormalised - tf.reduce_logsumexp(log_unnormalised)
 
 
-def effective_sample_size(log_weights: object) -> float:
+def importance_ess(log_weights: object) -> float:
     """Kish's effective sample size ``(sum_s w_s)^2 / sum_s w_s^2`` of importance weights.
 
     Args:
@@ -160,7 +160,7 @@ def unlearn_reverse_kl(
     z = _gaussian.moment_matched_normal(num_samples, adjusted.dim, seed)  # whitened samples
     theta = q_full.loc + tf.matmul(z, q_full.scale.to_dense(), transpose_b=True)
     log_weights = importance_log_weights(adjusted, theta)  # validates the callable's output
-    ess = effective_sample_size(log_weights)
+    ess = importance_ess(log_weights)
     if ess < adjusted.dim + 1:
         raise ValueError(
             f"the importance weights are degenerate (effective sample size {ess:.3g} for "

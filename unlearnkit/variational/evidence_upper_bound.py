@@ -33,14 +33,14 @@ from typing import Optional, Tuple, Union
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit import _gaussian
-from unlearnkit._gaussian import OptimizationInfo, Seed
+from unlearnkit.variational import gaussian as _gaussian
+from unlearnkit.variational.gaussian import OptimizationInfo, Seed
 from unlearnkit._validation import (
     check_gaussian_belief,
     check_nonnegative_number,
     check_positive_int,
 )
-from unlearnkit.adjusted import AdjustedLogLikelihood, adjust
+from unlearnkit.variational.adjusted import AdjustedLogLikelihood, adjust
 from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions

@@ -29,9 +29,19 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+import scipy.cluster.vq
+from scipy.optimize import linear_sum_assignment
+
 from unlearnkit._validation import as_float64, check_positive_int, ensure_finite
 
-__all__ = ["GaussianMixtureModel", "svi_noise"]
+__all__ = [
+    "GaussianMixtureModel",
+    "svi_noise",
+    "kmeans_centres",
+    "match_permutation",
+    "match_centres",
+    "centre_distance",
+]
 
 
 def _as_tensor(value: object, name: str, shape: list) -> tf.Tensor:
@@ -297,3 +307,59 @@ def svi_noise(model: GaussianMixtureModel, num_samples: int, seed: int = 0) -> t
         [num_samples // 2, model.num_params], seed=[int(seed), 1], dtype=tf.float64
     )
     return tf.concat([half, -half], axis=0)
+
+
+def kmeans_centres(points: object, num_components: int = 4, *, seed: int = 0) -> np.ndarray:
+    """Initial centres ``[K, D]``: k-means (``scipy.cluster.vq.kmeans2``, k-means++ seeding).
+
+    Every inference method starts its centres here, in one mode of the (label-switching)
+    posterior, so that the chains and the variational fit stay in that mode.
+
+    Args:
+        points: ``[n, D]`` the data, with at least ``K`` distinct rows.
+        num_components: K.
+        seed: seed of the NumPy generator of the k-means++ seeding.
+
+    Raises:
+        ValueError: fewer than ``K`` distinct points.
+    """
+    x = as_float64(points, "points", ndim=2).numpy()
+    check_positive_int(num_components, "num_components")
+    if np.unique(x, axis=0).shape[0] < num_components:
+        raise ValueError(
+            f"points must hold at least num_components={num_components} distinct rows"
+        )
+    centres, _ = scipy.cluster.vq.kmeans2(
+        x, num_components, minit="++", seed=np.random.default_rng(seed)
+    )
+    return centres
+
+
+def match_permutation(centres: object, reference: object) -> np.ndarray:
+    """The pairing ``[K]`` of components of ``centres [K, D]`` with those of ``reference [K, D]``.
+
+    Mixture components are exchangeable (label switching), so two fits are compared only
+    after their components are paired up; the pairing (Hungarian algorithm) minimises the
+    total squared distance. ``centres[perm[k]]`` is paired with ``reference[k]``.
+    """
+    a = as_float64(centres, "centres", ndim=2).numpy()
+    b = as_float64(reference, "reference", ndim=2, shape=list(a.shape)).numpy()
+    cost = ((b[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    _, columns = linear_sum_assignment(cost)
+    return columns
+
+
+def match_centres(centres: object, reference: object) -> np.ndarray:
+    """Reorder ``centres [K, D]`` to best match ``reference [K, D]`` (see :func:`match_permutation`).
+
+    Returns:
+        A new array ``[K, D]``: row k is the centre paired with ``reference[k]``.
+    """
+    a = as_float64(centres, "centres", ndim=2).numpy()
+    return a[match_permutation(a, reference)]
+
+
+def centre_distance(centres: object, reference: object) -> float:
+    """Root of the total squared distance between matched centres ``[K, D]``."""
+    matched = match_centres(centres, reference)
+    return float(np.sqrt(((matched - np.asarray(reference, dtype=np.float64)) ** 2).sum()))

@@ -1,4 +1,6 @@
-"""The Gaussian-mixture experiment of Bayesian inference forgetting: data, removal, centres.
+"""The book's synthetic data sets, and the removals its experiments erase.
+
+The Gaussian-mixture experiment of Bayesian inference forgetting (Fu et al., 2021).
 
 The data (following the BIF paper's synthetic set-up): four clusters in the plane, 500
 points each, around the corners of a square of side 6. Clusters 0 and 2 are elongated,
@@ -13,7 +15,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from unlearnkit._validation import as_float64, check_erased_indices, check_positive_int
 
@@ -22,12 +23,7 @@ __all__ = [
     "TRUE_CENTRES",
     "make_gmm_data",
     "structured_removal",
-    "check_erased_indices",
     "remaining_indices",
-    "kmeans_centres",
-    "match_permutation",
-    "match_centres",
-    "centre_distance",
 ]
 
 TRUE_CENTRES = np.array([[-3.0, 3.0], [3.0, 3.0], [3.0, -3.0], [-3.0, -3.0]])
@@ -49,7 +45,7 @@ GMMData.labels.__doc__ = "``[n]`` the cluster each point was drawn from (0, ...,
 GMMData.centres.__doc__ = "``[4, 2]`` the true centres."
 
 
-def make_gmm_data(num_points: int = 2000, seed: int = 0) -> GMMData:
+def make_gmm_data(num_points: int = 2000, *, seed: int = 0) -> GMMData:
     """Draw the BIF data set: ``num_points / 4`` points from each of the four clusters.
 
     Args:
@@ -96,67 +92,3 @@ def remaining_indices(erased: object, num_points: int) -> np.ndarray:
     keep = np.ones(num_points, dtype=bool)
     keep[check_erased_indices(erased, num_points)] = False
     return np.flatnonzero(keep)
-
-
-def kmeans_centres(
-    points: object, num_components: int = 4, seed: int = 0, num_iterations: int = 20
-) -> np.ndarray:
-    """Initial centres ``[K, D]`` from k-means++ seeding followed by Lloyd iterations.
-
-    Every inference method starts its centres here, in one mode of the (label-switching)
-    posterior, so that the chains and the variational fit stay in that mode.
-
-    Args:
-        points: ``[n, D]`` the data.
-        num_components: K.
-        seed: seed of the NumPy generator used for the k-means++ seeding.
-        num_iterations: Lloyd iterations after seeding.
-    """
-    x = as_float64(points, "points", ndim=2).numpy()
-    check_positive_int(num_components, "num_components")
-    check_positive_int(num_iterations, "num_iterations")
-    if x.shape[0] < num_components:
-        raise ValueError(f"points must hold at least num_components={num_components} rows")
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(x.shape[0])]]
-    for _ in range(1, num_components):
-        dist2 = np.min(((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
-        centres.append(x[rng.choice(x.shape[0], p=dist2 / dist2.sum())])
-    centres = np.array(centres)
-    for _ in range(num_iterations):
-        nearest = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-        for k in range(num_components):
-            if np.any(nearest == k):
-                centres[k] = x[nearest == k].mean(0)
-    return centres
-
-
-def match_permutation(centres: object, reference: object) -> np.ndarray:
-    """The pairing ``[K]`` of components of ``centres [K, D]`` with those of ``reference [K, D]``.
-
-    Mixture components are exchangeable (label switching), so two fits are compared only
-    after their components are paired up; the pairing (Hungarian algorithm) minimises the
-    total squared distance. ``centres[perm[k]]`` is paired with ``reference[k]``.
-    """
-    a = as_float64(centres, "centres", ndim=2).numpy()
-    b = as_float64(reference, "reference", ndim=2, shape=list(a.shape)).numpy()
-    cost = ((b[:, None, :] - a[None, :, :]) ** 2).sum(-1)
-    _, columns = linear_sum_assignment(cost)
-    return columns
-
-
-def match_centres(centres: object, reference: object) -> np.ndarray:
-    """Reorder ``centres [K, D]`` to best match ``reference [K, D]`` (see :func:`match_permutation`).
-
-    Returns:
-        A new array ``[K, D]``: row k is the centre paired with ``reference[k]``.
-    """
-    a = as_float64(centres, "centres", ndim=2).numpy()
-    return a[match_permutation(a, reference)]
-
-
-def centre_distance(centres: object, reference: object) -> float:
-    """Root of the total squared distance between matched centres ``[K, D]``."""
-    matched = match_centres(centres, reference)
-    return float(np.sqrt(((matched - np.asarray(reference, dtype=np.float64)) ** 2).sum()))
-

@@ -1,0 +1,23 @@
+"""Unlearning in GPflow models.
+
+- :mod:`~unlearnkit.gp.svgp` -- a sparse variational GP (``gpflow.models.SVGP``) as a
+  belief over its inducing outputs, so that every variational method applies.
+
+Importing this module imports GPflow; ``import unlearnkit`` alone does not.
+"""
+
+from unlearnkit.gp.svgp import (
+    conditional_predictive_mean,
+    erased_log_likelihood,
+    fit_inducing_posterior,
+    inducing_posterior,
+    with_inducing_posterior,
+)
+
+__all__ = [
+    "inducing_posterior",
+    "erased_log_likelihood",
+    "with_inducing_posterior",
+    "conditional_predictive_mean",
+    "fit_inducing_posterior",
+]

@@ -1,0 +1,30 @@
+"""Unlearning a Gaussian belief ``q(theta | D)`` (Nguyen et al., 2020).
+
+- :mod:`~unlearnkit.variational.adjusted` -- the adjusted likelihood ``p_adj(D_e | theta; lam)``.
+- :mod:`~unlearnkit.variational.evidence_upper_bound` -- unlearning by minimising the EUBO.
+- :mod:`~unlearnkit.variational.reverse_kl` -- unlearning by minimising the reverse KL.
+- :mod:`~unlearnkit.variational.gaussian_vi` -- Gaussian variational inference, to fit
+  ``q(theta | D)`` and to retrain on ``D_r``.
+- :mod:`~unlearnkit.variational.gaussian` -- the whitened parameterisation they share.
+"""
+
+from unlearnkit.variational.adjusted import AdjustedLogLikelihood, adjusted_log_likelihood
+from unlearnkit.variational.evidence_upper_bound import eubo, unlearn_eubo
+from unlearnkit.variational.gaussian_vi import elbo, fit_gaussian_vi
+from unlearnkit.variational.reverse_kl import (
+    importance_ess,
+    importance_log_weights,
+    unlearn_reverse_kl,
+)
+
+__all__ = [
+    "AdjustedLogLikelihood",
+    "adjusted_log_likelihood",
+    "eubo",
+    "unlearn_eubo",
+    "unlearn_reverse_kl",
+    "importance_log_weights",
+    "importance_ess",
+    "elbo",
+    "fit_gaussian_vi",
+]
