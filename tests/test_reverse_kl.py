@@ -138,7 +138,7 @@ def test_lam_rescues_degenerate_weights_when_the_erased_data_are_informative() -
     # Erasing 40 of 60 points: 1 / p(D_e | theta) varies over many orders of magnitude.
     q_full, _, erased, _ = linear_problem(n_erased=40)
     ess = {
-        lam: unlearn_reverse_kl(q_full, erased, lam, seed=0, return_info=True)[1].importance_ess
+        lam: unlearn_reverse_kl(q_full, erased, lam, seed=0, return_info=True)[1].effective_sample_size
         for lam in (0.0, 1e-3, 0.1)
     }
     assert ess[0.0] < 100 < 10 * ess[0.0] < ess[1e-3] < ess[0.1]
