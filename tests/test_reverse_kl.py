@@ -17,7 +17,8 @@ from unlearnkit import (
 )
 from unlearnkit.likelihoods import logistic_log_likelihood
 from unlearnkit.metrics import gaussian_kl
-from unlearnkit.variational.reverse_kl import ReverseKLInfo, importance_log_weights
+from unlearnkit import ImportanceInfo as ReverseKLInfo
+from unlearnkit.variational import importance_log_weights
 
 tfd = tfp.distributions
 

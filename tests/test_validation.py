@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from unlearnkit import NotPositiveDefiniteError
 from unlearnkit import _validation as v
 
 tfd = tfp.distributions
@@ -69,14 +70,49 @@ def test_binary_labels() -> None:
 
 def test_gaussian_belief() -> None:
     q = tfd.MultivariateNormalTriL(tf.zeros(2, tf.float64), tf.eye(2, dtype=tf.float64))
-    assert v.check_gaussian_belief(q) is q
+    assert v.as_gaussian_belief(q) is q
     with pytest.raises(TypeError, match="q_full must have dtype float64"):
-        v.check_gaussian_belief(tfd.MultivariateNormalTriL(tf.zeros(2), tf.eye(2)))
-    with pytest.raises(TypeError, match="q_full must be a tfd.MultivariateNormalTriL"):
-        v.check_gaussian_belief(tfd.Normal(0.0, 1.0))
+        v.as_gaussian_belief(tfd.MultivariateNormalTriL(tf.zeros(2), tf.eye(2)))
+    with pytest.raises(TypeError, match="q_full must be a multivariate normal"):
+        v.as_gaussian_belief(tfd.Normal(0.0, 1.0))
     batched = tfd.MultivariateNormalTriL(tf.zeros([3, 2], tf.float64), tf.eye(2, dtype=tf.float64))
     with pytest.raises(ValueError, match="empty batch shape"):
-        v.check_gaussian_belief(batched)
+        v.as_gaussian_belief(batched)
+
+
+@pytest.mark.parametrize(
+    "belief",
+    [
+        tfd.MultivariateNormalDiag(tf.constant([1.0, -2.0], tf.float64), tf.constant([0.5, 2.0], tf.float64)),
+        tfd.MultivariateNormalTriL(
+            tf.constant([1.0, -2.0], tf.float64), tf.constant([[-0.5, 0.0], [0.3, 2.0]], tf.float64)
+        ),
+        tfd.MultivariateNormalFullCovariance(
+            tf.constant([1.0, -2.0], tf.float64), tf.constant([[0.25, 0.1], [0.1, 4.0]], tf.float64)
+        ),
+        tfd.MultivariateNormalLinearOperator(
+            tf.constant([1.0, -2.0], tf.float64),
+            tf.linalg.LinearOperatorFullMatrix(tf.constant([[0.5, 0.2], [0.1, 2.0]], tf.float64)),
+        ),
+    ],
+    ids=["diag", "tril-negative-diagonal", "full-covariance", "full-matrix-scale"],
+)
+def test_any_multivariate_normal_becomes_a_tril_belief(belief) -> None:
+    q = v.as_gaussian_belief(belief)
+    assert isinstance(q, tfd.MultivariateNormalTriL)
+    assert np.all(np.diag(q.scale.to_dense().numpy()) > 0)
+    np.testing.assert_allclose(q.mean(), belief.mean(), rtol=1e-14)
+    np.testing.assert_allclose(q.covariance(), belief.covariance(), rtol=1e-12, atol=1e-15)
+
+
+def test_degenerate_beliefs_are_refused() -> None:
+    singular = tfd.MultivariateNormalTriL(
+        tf.zeros(2, tf.float64), tf.constant([[1.0, 0.0], [1.0, 0.0]], tf.float64)
+    )
+    with pytest.raises(NotPositiveDefiniteError, match="q_full is degenerate"):
+        v.as_gaussian_belief(singular)
+    with pytest.raises(ValueError, match="NaN"):
+        v.as_gaussian_belief(tfd.MultivariateNormalDiag(tf.constant([np.nan, 0.0], tf.float64)))
 
 
 def test_callable_and_values() -> None:

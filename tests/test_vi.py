@@ -10,14 +10,22 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit import fit_gaussian_vi
-from unlearnkit.variational.evidence_upper_bound import OptimizationInfo
+from unlearnkit import OptimizationInfo
 from unlearnkit.exact import LinearGaussian
 from unlearnkit.likelihoods import (
     linear_gaussian_log_likelihood,
     logistic_log_likelihood,
 )
 from unlearnkit.metrics import gaussian_kl
-from unlearnkit.variational.gaussian_vi import elbo, laplace_approximation
+from unlearnkit.bif import newton_minimize
+from unlearnkit.laplace import laplace_approximation as laplace_at
+from unlearnkit.variational.gaussian_vi import elbo, negative_log_joint
+
+
+def laplace_approximation(log_likelihood, prior):
+    """The Laplace approximation at the MAP estimate (Newton's method from the prior mean)."""
+    energy = negative_log_joint(log_likelihood, prior)
+    return laplace_at(energy, newton_minimize(energy, prior.loc))
 
 tfd = tfp.distributions
 

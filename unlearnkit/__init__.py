@@ -11,7 +11,11 @@ Modules, one per idea of the book:
 - :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
 - :mod:`unlearnkit.metrics` -- how close an unlearned belief is to the retrained one.
 - :mod:`unlearnkit.datasets` -- the book's synthetic data sets.
-- :mod:`unlearnkit.seeds`, :mod:`unlearnkit.errors` -- the package's conventions.
+- :mod:`unlearnkit.derivatives`, :mod:`unlearnkit.laplace`, :mod:`unlearnkit.linalg`,
+  :mod:`unlearnkit.optimize` -- energies' derivatives, the Laplace approximation, checked
+  linear algebra and the one L-BFGS entry point, shared by every method.
+- :mod:`unlearnkit.seeds`, :mod:`unlearnkit.errors`, :mod:`unlearnkit.diagnostics` -- the
+  package's conventions: seeds as TFP has them, typed failures, ``return_info`` results.
 
 The variational methods' main functions, the typed errors and the diagnostics types are
 exported here at the top level.
@@ -22,7 +26,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from unlearnkit import bif, datasets, errors, exact, likelihoods, metrics, seeds, variational
+from unlearnkit import (
+    bif,
+    datasets,
+    derivatives,
+    diagnostics,
+    errors,
+    exact,
+    laplace,
+    likelihoods,
+    linalg,
+    metrics,
+    optimize,
+    seeds,
+    variational,
+)
+from unlearnkit.diagnostics import (
+    ImportanceInfo,
+    InfluenceInfo,
+    OptimizationInfo,
+    SamplerInfo,
+    SolverInfo,
+)
 from unlearnkit.errors import ConvergenceWarning, DegenerateWeightsError, NotPositiveDefiniteError
 from unlearnkit.variational import (
     adjusted_log_likelihood,
@@ -36,8 +61,9 @@ from unlearnkit.variational import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "bif", "datasets", "errors", "exact", "gp", "likelihoods", "metrics", "seeds",
-    "variational",
+    "bif", "datasets", "derivatives", "diagnostics", "errors", "exact", "gp", "laplace",
+    "likelihoods", "linalg", "metrics", "optimize", "seeds", "variational",
+    "OptimizationInfo", "SolverInfo", "ImportanceInfo", "SamplerInfo", "InfluenceInfo",
     "adjusted_log_likelihood", "eubo", "unlearn_eubo", "unlearn_reverse_kl",
     "importance_ess", "fit_gaussian_vi",
     "DegenerateWeightsError", "NotPositiveDefiniteError", "ConvergenceWarning",

@@ -14,18 +14,23 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from unlearnkit.errors import NotPositiveDefiniteError
+
 tfd = tfp.distributions
 
 __all__ = [
     "as_float64",
     "as_float64_array",
+    "as_float64_vector",
     "ensure_finite",
     "check_unit_interval",
     "check_binary_labels",
-    "check_gaussian_belief",
+    "as_gaussian_belief",
+    "check_shape",
     "check_callable",
     "check_log_likelihood_values",
     "check_positive_int",
+    "check_nonnegative_int",
     "check_nonnegative_number",
     "check_positive_number",
     "check_erased_indices",
@@ -58,19 +63,26 @@ def as_float64(
         return tf.constant(as_float64_array(value, name, ndim=ndim, shape=shape))
     if not (value.dtype.is_floating or value.dtype.is_integer or value.dtype.is_bool):
         raise TypeError(f"{name} must be numeric, got dtype {value.dtype.name}")
-    _check_shape(value.shape.as_list(), name, ndim, shape)
+    check_shape(value.shape.as_list(), name, ndim, shape)
     return ensure_finite(tf.cast(value, tf.float64), name)
 
 
-def _check_shape(
+def check_shape(
     actual: list, name: str, ndim: Optional[int], shape: Optional[Sequence[Optional[int]]]
 ) -> None:
-    """Raise ``ValueError`` unless ``actual`` has rank ``ndim`` and matches ``shape``."""
+    """Raise ``ValueError`` unless ``actual`` has rank ``ndim`` and matches ``shape``.
+
+    ``None`` entries of ``shape`` (and unknown entries of ``actual``, as inside a
+    ``tf.function``) match any size.
+    """
     if ndim is not None and len(actual) != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {actual}")
     if shape is not None and (
         len(actual) != len(shape)
-        or any(want is not None and want != got for want, got in zip(shape, actual))
+        or any(
+            want is not None and got is not None and want != got
+            for want, got in zip(shape, actual)
+        )
     ):
         want_text = [("?" if s is None else s) for s in shape]
         raise ValueError(f"{name} must have shape {want_text}, got {actual}")
@@ -106,17 +118,50 @@ def as_float64_array(
         if np.iscomplexobj(array):
             raise TypeError(f"{name} must be real, got dtype {array.dtype}")
         array = array.astype(np.float64)
-    _check_shape(list(array.shape), name, ndim, shape)
+    check_shape(list(array.shape), name, ndim, shape)
     if check_finite and not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return array
 
 
+def as_float64_vector(value: object, name: str, *, size: Optional[int] = None) -> tf.Tensor:
+    """A float64 copy of a 1-D, non-empty, finite vector (never a view of the caller's array).
+
+    Unlike :func:`as_float64`, this refuses other dtypes instead of casting them: a float32
+    parameter vector is a ``TypeError`` that says to cast it.
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a 1-D float64 tensor, got {type(value).__name__}")
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        dtype, tensor = value.dtype, tf.identity(value)
+    else:
+        array = np.array(value)  # np.array copies: the caller's array is never aliased
+        if array.dtype == object or array.dtype.kind not in "biufc":
+            raise TypeError(f"{name} must be a 1-D float64 tensor, got dtype {array.dtype}")
+        dtype, tensor = tf.as_dtype(array.dtype), tf.constant(array)
+    if dtype != tf.float64:
+        raise TypeError(f"{name} must have dtype float64, got {dtype.name} (cast it to float64)")
+    if tensor.shape.rank != 1 or tensor.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor [d], got shape {tensor.shape.as_list()}")
+    if size is not None and tensor.shape[0] != size:
+        raise ValueError(f"{name} must have shape [{size}], got {tensor.shape.as_list()}")
+    return ensure_finite(tensor, name)
+
+
 def ensure_finite(tensor: tf.Tensor, name: str) -> tf.Tensor:
-    """Return ``tensor`` unchanged, or raise ``ValueError`` if it has NaN or inf entries."""
-    if not bool(tf.reduce_all(tf.math.is_finite(tensor))):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return tensor
+    """Return ``tensor`` unchanged, or raise if it has NaN or inf entries.
+
+    Eagerly this raises ``ValueError`` at once. Inside a ``tf.function`` it adds a check to
+    the graph (``tf.debugging.assert_all_finite``) that raises
+    ``tf.errors.InvalidArgumentError`` when the graph runs; the package's compiled loops
+    (see :func:`unlearnkit.optimize.minimize_lbfgs`) turn that into a rejected step or a
+    ``ValueError`` that names the quantity.
+    """
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(tf.math.is_finite(tensor))):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return tensor
+    return tf.debugging.assert_all_finite(tensor, f"{name} contains NaN or infinite values")
 
 
 def check_unit_interval(value: float, name: str) -> float:
@@ -135,6 +180,15 @@ def check_positive_int(value: int, name: str) -> int:
         raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_nonnegative_int(value: object, name: str) -> int:
+    """Return ``value`` after checking that it is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a non-negative integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
     return int(value)
 
 
@@ -170,7 +224,10 @@ def check_erased_indices(
     Returns:
         A new ``int64`` array ``[m]`` (the caller's array is never written to).
     """
-    array = np.asarray(erased)
+    try:
+        array = np.asarray(erased)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 1-D array of indices") from None
     if array.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of indices, got shape {list(array.shape)}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
@@ -196,22 +253,55 @@ def check_binary_labels(value: object, name: str) -> tf.Tensor:
     return tensor
 
 
-def check_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNormalTriL:
-    """Check that ``q`` is a float64 ``tfd.MultivariateNormalTriL`` over a vector.
+def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNormalTriL:
+    """A Gaussian belief over a vector, as a ``tfd.MultivariateNormalTriL``.
 
-    Returns ``q`` itself (beliefs are immutable; nothing is copied or changed).
+    Accepts any float64 ``tfd.MultivariateNormalLinearOperator`` with event shape ``[d]`` and
+    an empty batch shape (``MultivariateNormalTriL``, ``MultivariateNormalDiag``,
+    ``MultivariateNormalFullCovariance``, ...). Returns ``q`` itself when it already is a
+    ``MultivariateNormalTriL`` with a positive diagonal (beliefs are immutable; nothing is
+    copied or changed), otherwise a new one with the same mean and covariance.
+
+    Raises:
+        TypeError: ``q`` is not a multivariate normal of that family, or not float64.
+        ValueError: a batch of beliefs, or NaN / infinite parameters.
+        NotPositiveDefiniteError: the covariance is singular (a zero on the scale's diagonal).
     """
-    if not isinstance(q, tfd.MultivariateNormalTriL):
+    if not isinstance(q, tfd.MultivariateNormalLinearOperator):
         raise TypeError(
-            f"{name} must be a tfd.MultivariateNormalTriL, got {type(q).__name__}"
+            f"{name} must be a multivariate normal belief (a tfd.MultivariateNormalLinearOperator "
+            f"such as MultivariateNormalTriL or MultivariateNormalDiag), got {type(q).__name__}"
         )
     if q.dtype != tf.float64:
-        raise TypeError(f"{name} must have dtype float64, got {q.dtype.name}")
+        raise TypeError(
+            f"{name} must have dtype float64, got {q.dtype.name}: build it from float64 "
+            f"tensors (e.g. tf.cast(loc, tf.float64))"
+        )
     if q.batch_shape.rank != 0:
         raise ValueError(f"{name} must have an empty batch shape, got {q.batch_shape}")
-    ensure_finite(q.loc, f"{name}.loc")
-    ensure_finite(q.scale.to_dense(), f"{name}.scale")
-    return q
+    if q.event_shape.rank != 1 or q.event_shape[0] in (None, 0):
+        raise ValueError(f"{name} must have event shape [d] with d >= 1, got {q.event_shape}")
+    loc = ensure_finite(tf.convert_to_tensor(q.mean()), f"{name}'s mean")
+    if isinstance(
+        q.scale, (tf.linalg.LinearOperatorLowerTriangular, tf.linalg.LinearOperatorDiag)
+    ):
+        scale = ensure_finite(q.scale.to_dense(), f"{name}'s scale")
+    else:
+        covariance = ensure_finite(q.covariance(), f"{name}'s covariance")
+        try:
+            scale = tf.linalg.cholesky(covariance)
+        except tf.errors.InvalidArgumentError as err:
+            raise NotPositiveDefiniteError(f"{name}'s covariance is not positive definite") from err
+    diagonal = tf.linalg.diag_part(scale).numpy()
+    size = np.abs(diagonal)
+    if not np.all(np.isfinite(diagonal)) or size.min() <= size.size * np.finfo(np.float64).eps * size.max():
+        raise NotPositiveDefiniteError(
+            f"{name} is degenerate: its covariance is singular (the scale's diagonal has "
+            f"{'a zero' if size.min() == 0 else 'an entry ' + format(size.min(), '.3g')})"
+        )
+    if isinstance(q, tfd.MultivariateNormalTriL) and np.all(diagonal > 0):
+        return q
+    return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale * np.sign(diagonal)[None, :])
 
 
 def check_callable(fn: object, name: str, expected: str) -> Callable:
@@ -222,13 +312,26 @@ def check_callable(fn: object, name: str, expected: str) -> Callable:
 
 
 def check_log_likelihood_values(
-    values: tf.Tensor, num_samples: int, name: str = "erased_log_likelihood"
+    values: object, num_samples: Optional[int], name: str = "erased_log_likelihood"
 ) -> tf.Tensor:
-    """Check the output of a log-likelihood callable: shape [S], float, finite."""
-    values = tf.convert_to_tensor(values)
-    if values.shape.rank != 1 or values.shape[0] != num_samples:
+    """Check the output of a log-likelihood callable: shape [S], real, finite.
+
+    Works eagerly and inside a ``tf.function`` (where ``num_samples`` may be unknown and
+    the finiteness check runs with the graph, see :func:`ensure_finite`).
+    """
+    if values is None or isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must return a float tensor [S], got {type(values).__name__}")
+    try:
+        values = tf.convert_to_tensor(values)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must return a float tensor [S]: {err}") from err
+    if not (values.dtype.is_floating or values.dtype.is_integer) or values.dtype.is_complex:
+        raise TypeError(f"{name} must return real numbers, got dtype {values.dtype.name}")
+    if values.shape.rank != 1 or (
+        num_samples is not None and values.shape[0] is not None and values.shape[0] != num_samples
+    ):
         raise ValueError(
-            f"{name} must return shape [{num_samples}] for theta of shape "
-            f"[{num_samples}, d], got {values.shape.as_list()}"
+            f"{name} must return shape [{num_samples if num_samples is not None else 'S'}] for "
+            f"theta of shape [S, d], got {values.shape.as_list()}"
         )
     return ensure_finite(tf.cast(values, tf.float64), f"the output of {name}")

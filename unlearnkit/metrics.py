@@ -23,15 +23,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit.variational import gaussian as _gaussian
-from unlearnkit.variational.gaussian import Seed
 from unlearnkit._validation import (
     as_float64,
+    as_gaussian_belief,
     check_callable,
-    check_gaussian_belief,
     check_positive_int,
     ensure_finite,
 )
+from unlearnkit.seeds import Seed, sanitize_seed
 
 tfd = tfp.distributions
 
@@ -54,22 +53,23 @@ class AveragedKL(NamedTuple):
     std: float
 
 
-def gaussian_kl(q: tfd.MultivariateNormalTriL, p: tfd.MultivariateNormalTriL) -> tf.Tensor:
-    """``KL[q || p]`` between two Gaussian beliefs, in closed form.
+def gaussian_kl(q: object, p: object) -> tf.Tensor:
+    """``KL[q || p]`` between two Gaussian beliefs, in closed form (``tfd.kl_divergence``).
 
     Args:
-        q, p: float64 ``tfd.MultivariateNormalTriL`` with the same event shape ``[d]``.
+        q, p: float64 multivariate normals (any ``tfd.MultivariateNormalLinearOperator``) with
+            the same event shape ``[d]``.
 
     Returns:
         A float64 scalar tensor (>= 0; 0 iff ``q == p``).
     """
-    q = check_gaussian_belief(q, "q")
-    p = check_gaussian_belief(p, "p")
+    q = as_gaussian_belief(q, "q")
+    p = as_gaussian_belief(p, "p")
     if q.event_shape != p.event_shape:
         raise ValueError(
             f"q and p must have the same event shape, got {q.event_shape} and {p.event_shape}"
         )
-    return _gaussian.gaussian_kl_tril(q.loc, q.scale.to_dense(), p.loc, p.scale.to_dense())
+    return tf.maximum(tfd.kl_divergence(q, p), 0.0)
 
 
 def _as_categorical(probs: object, name: str, epsilon: float) -> tf.Tensor:
@@ -115,6 +115,8 @@ def predictive_kl(
     epsilon = _check_epsilon(epsilon)
     p = _as_categorical(retrained_probs, "retrained_probs", epsilon)
     q = _as_categorical(other_probs, "other_probs", epsilon)
+    if p.shape[0] == 0:
+        raise ValueError("retrained_probs must hold at least one input (got N = 0)")
     if p.shape != q.shape:
         raise ValueError(
             f"retrained_probs and other_probs must have the same shape, got "
@@ -149,35 +151,33 @@ def averaged_kl(
 
 
 def predictive_probabilities(
-    belief: tfd.MultivariateNormalTriL,
+    belief: object,
     class_probabilities: Callable[[tf.Tensor], tf.Tensor],
     num_samples: int = 1000,
+    *,
     seed: Seed = None,
 ) -> tf.Tensor:
     """Monte Carlo predictive ``q(y | x_n) = (1/S) sum_s p(y | x_n, theta_s)``, theta_s ~ belief.
 
     Args:
-        belief: a float64 ``tfd.MultivariateNormalTriL`` over ``theta`` [d].
+        belief: a float64 multivariate normal over ``theta`` [d].
         class_probabilities: ``theta [S, d] -> [S, N]`` probabilities of class 1, or
             ``[S, N, C]`` class probabilities, at the N inputs of interest (bind the
             inputs in the callable, e.g. ``lambda t: tf.sigmoid(t @ X.T)``).
         num_samples: Monte Carlo samples ``S``.
-        seed: an int or a pair of ints for the stateless sampler (``None``: drawn from
-            NumPy's global generator). Use the same seed for the beliefs you compare
-            (common random numbers).
+        seed: ``None``, an int or a stateless seed (see :mod:`unlearnkit.seeds`). Use the
+            same seed for the beliefs you compare (common random numbers).
 
     Returns:
         [N] or [N, C] float64 predictive probabilities.
     """
-    belief = check_gaussian_belief(belief, "belief")
+    belief = as_gaussian_belief(belief, "belief")
     check_callable(
         class_probabilities, "class_probabilities", "theta [S, d] -> [S, N] or [S, N, C]"
     )
     num_samples = check_positive_int(num_samples, "num_samples")
     dim = int(belief.event_shape[0])
-    eps = tf.random.stateless_normal(
-        [num_samples, dim], seed=_gaussian.seed_pair(seed), dtype=tf.float64
-    )
+    eps = tf.random.stateless_normal([num_samples, dim], seed=sanitize_seed(seed), dtype=tf.float64)
     theta = belief.loc + tf.matmul(eps, belief.scale.to_dense(), transpose_b=True)
     probs = tf.convert_to_tensor(class_probabilities(theta))
     if probs.shape.rank not in (2, 3) or probs.shape[0] != num_samples:

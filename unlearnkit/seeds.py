@@ -4,9 +4,14 @@ Every function of unlearnkit that draws random numbers takes ``seed=None`` as a 
 accepts what ``tfd.Distribution.sample`` accepts: ``None``, a Python int, or a stateless
 seed (a shape-[2] int32 tensor or a pair of ints). :func:`sanitize_seed` turns any of these
 into a stateless seed, with ``tfp.random.sanitize_seed``; :func:`split_seed` derives
-independent seeds from one. The same seed gives bit-identical results; ``None`` draws a
-fresh seed from TensorFlow's global generator, so ``tf.random.set_seed`` makes a whole
-program reproducible.
+independent seeds from one (``tfp.random.split_seed``). The same seed gives bit-identical
+results; ``None`` draws a fresh seed from TensorFlow's global generator, so
+``tf.random.set_seed`` makes a whole program reproducible.
+
+One difference from TFP: TFP treats a Python int as a *stateful* seed (two calls with
+``seed=0`` draw different numbers). Here an int ``s`` is the stateless seed
+``[s mod 2^32, s div 2^32]`` (each half as a signed int32), so that the same int gives the
+same result every time.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ def sanitize_seed(seed: Seed, name: str = "seed") -> tf.Tensor:
     if _is_int(seed):
         if not -(2**63) <= int(seed) < 2**63:
             raise ValueError(f"{name} must lie in the int64 range, got {seed}")
-        return tfp.random.sanitize_seed(int(seed))
+        low, high = int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF
+        pair = [half - 2**32 if half >= 2**31 else half for half in (low, high)]
+        return tfp.random.sanitize_seed(tf.constant(pair, dtype=tf.int32))
     if isinstance(seed, (tf.Tensor, tf.Variable, np.ndarray)):
         if not (seed.dtype.is_integer if isinstance(seed, (tf.Tensor, tf.Variable))
                 else np.issubdtype(seed.dtype, np.integer)):
@@ -61,13 +68,13 @@ def sanitize_seed(seed: Seed, name: str = "seed") -> tf.Tensor:
         if isinstance(seed, np.ndarray):
             seed = tuple(int(s) for s in seed)
         else:
-            return tf.cast(seed, tf.int32)
+            return tfp.random.sanitize_seed(tf.cast(seed, tf.int32))
     if isinstance(seed, (tuple, list)):
         if len(seed) != 2 or not all(_is_int(s) for s in seed):
             raise TypeError(f"{name} must be None, an int or a pair of ints, got {seed!r}")
         if not all(_INT32_RANGE[0] <= int(s) <= _INT32_RANGE[1] for s in seed):
             raise ValueError(f"{name} must hold two int32 values, got {seed!r}")
-        return tf.constant([int(s) for s in seed], dtype=tf.int32)
+        return tfp.random.sanitize_seed(tf.constant([int(s) for s in seed], dtype=tf.int32))
     raise TypeError(
         f"{name} must be None, an int or a pair of ints (a stateless seed), "
         f"got {type(seed).__name__}"

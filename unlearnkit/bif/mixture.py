@@ -33,6 +33,7 @@ import scipy.cluster.vq
 from scipy.optimize import linear_sum_assignment
 
 from unlearnkit._validation import as_float64, check_positive_int, ensure_finite
+from unlearnkit.seeds import Seed, sanitize_seed
 
 __all__ = [
     "GaussianMixtureModel",
@@ -283,7 +284,7 @@ class GaussianMixtureModel:
         return tf.concat([mean, rho], 0)
 
 
-def svi_noise(model: GaussianMixtureModel, num_samples: int, seed: int = 0) -> tf.Tensor:
+def svi_noise(model: GaussianMixtureModel, num_samples: int, *, seed: Seed = None) -> tf.Tensor:
     """Fixed base noise eps ``[M, K*D]`` for the SVI energies (common random numbers).
 
     The samples come in antithetic pairs (eps, -eps), so their mean is exactly zero. For a
@@ -296,15 +297,13 @@ def svi_noise(model: GaussianMixtureModel, num_samples: int, seed: int = 0) -> t
     Args:
         model: the mixture model (sets K*D).
         num_samples: M, an even number of Monte Carlo samples of theta.
-        seed: integer seed; the same seed gives the same noise.
+        seed: ``None``, an int or a stateless seed; the same seed gives the same noise.
     """
     check_positive_int(num_samples, "num_samples")
     if num_samples % 2:
         raise ValueError(f"num_samples must be even (antithetic pairs), got {num_samples}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     half = tf.random.stateless_normal(
-        [num_samples // 2, model.num_params], seed=[int(seed), 1], dtype=tf.float64
+        [num_samples // 2, model.num_params], seed=sanitize_seed(seed), dtype=tf.float64
     )
     return tf.concat([half, -half], axis=0)
 

@@ -1,64 +1,39 @@
-"""Variational inference for the Gaussian mixture, and forgetting applied to it.
+"""Variational inference for the Gaussian mixture: fitting q(theta) = N(m, diag(softplus(rho)^2)).
 
 Fitting minimises the SVI energy (the negative ELBO, :meth:`GaussianMixtureModel.svi_energy`)
-over gamma = (m, rho) with L-BFGS. The base noise is fixed ("common random numbers"), so
-the objective is deterministic and smooth and L-BFGS converges in tens of iterations
-instead of the thousands of noisy steps of stochastic-gradient SVI; the optimum is the same
-kind of object the influence function is derived for: a minimiser of F(gamma, S).
+over gamma = (m, rho) with L-BFGS (:func:`unlearnkit.optimize.minimize_lbfgs`) followed by a
+few Newton steps with the closed-form Hessian. The base noise is fixed ("common random
+numbers"), so the objective is deterministic and smooth and L-BFGS converges in tens of
+iterations instead of the thousands of noisy steps of stochastic-gradient SVI; the optimum is
+the same kind of object the influence function is derived for: a minimiser of F(gamma, S).
 
-Forgetting moves gamma_S by influence steps, see :func:`forget_svi`.
+Forgetting moves gamma_S by influence steps, see :func:`unlearnkit.bif.forgetting.forget_svi`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import math
+import time
+import warnings
+from typing import Optional, Tuple, Union
 
 import numpy as np
-import scipy.optimize
 import tensorflow as tf
 
-from unlearnkit._validation import check_positive_int, ensure_finite
-from unlearnkit.bif.mixture import GaussianMixtureModel
-from unlearnkit.bif.mixture import kmeans_centres
-from unlearnkit.bif.samplers import _forget_chunks
+from unlearnkit._validation import (
+    check_nonnegative_int,
+    check_positive_int,
+    check_positive_number,
+    ensure_finite,
+)
+from unlearnkit.bif.forgetting import svi_energy_derivatives
+from unlearnkit.bif.mixture import GaussianMixtureModel, kmeans_centres
+from unlearnkit.diagnostics import OptimizationInfo
+from unlearnkit.errors import ConvergenceWarning
+from unlearnkit.linalg import check_tolerance
+from unlearnkit.optimize import minimize_lbfgs
 
-__all__ = ["SVIFit", "fit_svi", "forget_svi"]
-
-
-class SVIFit(NamedTuple):
-    """Result of :func:`fit_svi`: ``(gamma, path, energy)``."""
-
-    gamma: tf.Tensor
-    path: np.ndarray
-    energy: float
-
-
-SVIFit.gamma.__doc__ = "``[2*K*D]`` the fitted variational parameters (m, rho)."
-SVIFit.path.__doc__ = "``[T, 2*K*D]`` gamma at the start and after every L-BFGS and Newton iteration."
-SVIFit.energy.__doc__ = "F(gamma, S) at the optimum."
-
-
-_COMPILED: dict = {}
-
-
-def _value_and_gradient(model: GaussianMixtureModel):
-    """A compiled ``(gamma, points, noise) -> (F, grad F)``, one per model (cached)."""
-    if model not in _COMPILED:
-        spec = [
-            tf.TensorSpec([2 * model.num_params], tf.float64),
-            tf.TensorSpec([None, model.dim], tf.float64),
-            tf.TensorSpec([None, model.num_params], tf.float64),
-        ]
-
-        @tf.function(input_signature=spec)
-        def value_and_gradient(gamma, points, noise):
-            with tf.GradientTape() as tape:
-                tape.watch(gamma)
-                value = model.svi_energy(gamma, points, noise)
-            return value, tape.gradient(value, gamma)
-
-        _COMPILED[model] = value_and_gradient
-    return _COMPILED[model]
+__all__ = ["fit_svi"]
 
 
 def fit_svi(
@@ -66,153 +41,92 @@ def fit_svi(
     points: object,
     noise: object,
     *,
-    init: Optional[object] = None,
-    init_scale: float = 0.1,
+    initial: Optional[object] = None,
+    initial_scale: float = 0.1,
     seed: int = 0,
-    max_iter: int = 500,
-    tol: float = 1e-10,
+    max_iterations: int = 500,
+    tolerance: float = 1e-10,
     newton_steps: int = 3,
-) -> SVIFit:
-    """Fit q(theta) = N(m, diag(softplus(rho)^2)) by minimising F(gamma, S) with L-BFGS.
+    return_info: bool = False,
+) -> Union[tf.Tensor, Tuple[tf.Tensor, OptimizationInfo]]:
+    """Fit q(theta) = N(m, diag(softplus(rho)^2)) by minimising F(gamma, S).
+
+    L-BFGS runs to a gradient of ``sqrt(tolerance)``; then at most ``newton_steps`` Newton
+    steps with the closed-form Hessian polish the optimum (quadratic convergence) until the
+    gradient falls below ``tolerance``.
 
     Args:
         model: the mixture model.
         points: ``[n, D]`` the data S.
-        noise: ``[M, K*D]`` fixed base noise (:func:`unlearnkit.bif.energies.svi_noise`).
-        init: starting gamma ``[2*K*D]``; by default the k-means centres of ``points``
-            (:func:`unlearnkit.bif.gmm.kmeans_centres` with ``seed``) and standard
-            deviations ``init_scale``.
-        init_scale: initial standard deviation of every coordinate when ``init`` is None.
+        noise: ``[M, K*D]`` fixed base noise (:func:`unlearnkit.bif.mixture.svi_noise`).
+        initial: starting gamma ``[2*K*D]``; by default the k-means centres of ``points``
+            (:func:`unlearnkit.bif.mixture.kmeans_centres` with ``seed``) and standard
+            deviations ``initial_scale``.
+        initial_scale: initial standard deviation of every coordinate when ``initial`` is
+            None (> 0).
         seed: seed of the k-means initialisation.
-        max_iter: L-BFGS iteration limit.
-        tol: L-BFGS tolerance on the projected gradient (``gtol``) and relative decrease.
-        newton_steps: at most this many Newton steps (closed-form Hessian) after L-BFGS, to
-            polish the optimum to machine precision; each is taken only while the Hessian
-            is positive definite and the gradient norm exceeds 1e-10. 0 to skip.
+        max_iterations: L-BFGS iteration limit.
+        tolerance: largest gradient entry at convergence.
+        newton_steps: at most this many Newton steps after L-BFGS, each taken only while the
+            Hessian is positive definite and the gradient exceeds ``tolerance``. 0 to skip.
+        return_info: also return an :class:`~unlearnkit.diagnostics.OptimizationInfo` (with
+            gamma at the start and after every iteration in ``path``).
 
     Returns:
-        An :class:`SVIFit`.
+        The fitted gamma ``[2*K*D]``, and the info if requested.
 
-    Raises:
-        RuntimeError: L-BFGS stopped without converging.
+    Warns:
+        ConvergenceWarning: the gradient did not fall below ``tolerance``.
     """
+    start = time.perf_counter()
     points = model.check_points(points)
     noise = model.check_noise(noise)
-    check_positive_int(max_iter, "max_iter")
-    if init is None:
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    tolerance = check_tolerance(tolerance)
+    newton_steps = check_nonnegative_int(newton_steps, "newton_steps")
+    if initial is None:
+        scale = check_positive_number(initial_scale, "initial_scale")
         centres = kmeans_centres(points, model.num_components, seed=seed)
-        init = model.svi_gamma(centres.reshape(-1), np.full(model.num_params, float(init_scale)))
-    gamma0 = model.check_gamma(init, "init").numpy().copy()
-    value_and_gradient = _value_and_gradient(model)
-
-    def objective(x: np.ndarray):
-        value, gradient = value_and_gradient(tf.constant(x), points, noise)
-        return float(value), gradient.numpy()
-
-    path = [gamma0.copy()]
-    result = scipy.optimize.minimize(
-        objective,
-        gamma0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=lambda x: path.append(np.array(x)),
-        options={"maxiter": max_iter, "gtol": tol, "ftol": tol},
-    )
-    if not result.success and result.nit >= max_iter:
-        raise RuntimeError(f"L-BFGS did not converge in {max_iter} iterations: {result.message}")
-    gamma = tf.constant(result.x, dtype=tf.float64)
-    derivatives = _svi_derivatives(model, noise)
-    empty = tf.zeros([0, model.dim], tf.float64)
+        initial = model.svi_gamma(centres.reshape(-1), np.full(model.num_params, scale))
+    gamma = tf.identity(model.check_gamma(initial, "initial"))
+    with warnings.catch_warnings():  # convergence is judged after the Newton steps
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gamma, lbfgs = minimize_lbfgs(
+            lambda g: model.svi_energy(g, points, noise),
+            gamma,
+            max_iterations=max_iterations,
+            tolerance=math.sqrt(tolerance),
+            name="the SVI energy",
+            record_path=True,
+        )
+    path = list(lbfgs.path)
+    gradient, hessian = svi_energy_derivatives(model, gamma, points, noise)
     for _ in range(newton_steps):
-        # with nothing "remaining" and all of S "removed": H_KL and (grad, H) of sum_S h
-        gradient, hessian_kl, hessian_data = derivatives(gamma[None], empty, points)
-        gradient = gradient[0] + model.svi_f_derivatives(gamma)[0]
-        hessian = hessian_kl[0] + hessian_data[0]
-        if float(tf.norm(gradient)) < 1e-10 or float(tf.reduce_min(tf.linalg.eigvalsh(hessian))) <= 0:
+        if float(tf.reduce_max(tf.abs(gradient))) <= tolerance:
+            break
+        if float(tf.reduce_min(tf.linalg.eigvalsh(hessian))) <= 0.0:
             break
         gamma = gamma - tf.linalg.solve(hessian, gradient[:, None])[:, 0]
         path.append(gamma.numpy())
+        gradient, hessian = svi_energy_derivatives(model, gamma, points, noise)
     gamma = ensure_finite(gamma, "the fitted gamma")
-    energy = float(model.svi_energy(gamma, points, noise))
-    return SVIFit(gamma, np.array(path), energy)
-
-
-_DERIVATIVES: dict = {}
-
-
-def _svi_derivatives(model: GaussianMixtureModel, noise: tf.Tensor):
-    """``(gamma [1, 2P], remaining, removed) -> (g_removed, H_remaining + H_KL, H_removed)``.
-
-    Closed-form derivatives in one compiled function per model (the noise is an input, so
-    new noise or data sizes do not trigger retracing); batch dimension 1 for the shared
-    chunk loop of :mod:`unlearnkit.bif.samplers`.
-    """
-    if model not in _DERIVATIVES:
-        spec = [
-            tf.TensorSpec([1, 2 * model.num_params], tf.float64),
-            tf.TensorSpec([None, model.dim], tf.float64),
-            tf.TensorSpec([None, model.dim], tf.float64),
-            tf.TensorSpec([None, model.num_params], tf.float64),
-        ]
-
-        @tf.function(input_signature=spec)
-        def derivatives(gamma, remaining, removed, noise):
-            _, hess_remaining = model.svi_h_derivatives(gamma[0], remaining, noise)
-            _, hess_kl = model.svi_f_derivatives(gamma[0])
-            grad_removed, hess_removed = model.svi_h_derivatives(gamma[0], removed, noise)
-            return grad_removed[None], (hess_remaining + hess_kl)[None], hess_removed[None]
-
-        _DERIVATIVES[model] = derivatives
-    compiled = _DERIVATIVES[model]
-    return lambda gamma, remaining, removed: compiled(gamma, remaining, removed, noise)
-
-
-def forget_svi(
-    model: GaussianMixtureModel,
-    gamma: object,
-    points: object,
-    erased: object,
-    noise: object,
-    *,
-    num_chunks: int = 1,
-    hessian: str = "after",
-    damping: float = 0.0,
-) -> tf.Tensor:
-    """Remove the points ``erased`` from a variational fit by influence steps.
-
-    For each chunk C_k of the erased points (removed in order from S_0 = S):
-
-        gamma_k = gamma_{k-1} + H_k^{-1} grad sum_{z in C_k} h(gamma_{k-1}, z),
-
-    with ``H_k`` the Hessian of ``F(., S_k)`` (``hessian="after"``: the energy *after* the
-    chunk is removed, S_k = S_{k-1} - C_k; the step is then one Newton step on the
-    retraining objective) or of ``F(., S_{k-1})`` (``hessian="before"``: the slides'
-    formula, the tangent at tau = 0). For one point both have error O(1/n^2); for a large
-    batch "after" is far more accurate (for a quadratic energy it is exact).
-
-    The result equals :func:`unlearnkit.bif.influence_unlearn` with the energies
-    ``F(., S_k)`` (or ``F(., S_{k-1})``) and ``sum_{C_k} h``; here the gradient and Hessian
-    come in closed form (:meth:`GaussianMixtureModel.svi_h_derivatives`) from one compiled
-    pass over the data instead of 2*K*D reverse passes.
-
-    Args:
-        model: the mixture model.
-        gamma: ``[2*K*D]`` gamma_S, the fit on all points.
-        points: ``[n, D]`` the data S the fit used.
-        erased: ``[m]`` indices into ``points`` of S', no repeats, m <= n.
-        noise: ``[M, K*D]`` the base noise the fit used.
-        num_chunks: number of sequential chunks (1: the whole batch at once).
-        hessian: ``"after"`` or ``"before"`` (see above).
-        damping: non-negative multiple of the identity added to the Hessian (0: none; the
-            Hessian must then be positive definite).
-
-    Returns:
-        The processed gamma ``[2*K*D]``, a new tensor.
-    """
-    gamma = model.check_gamma(gamma)
-    points = model.check_points(points)
-    noise = model.check_noise(noise)
-    result = _forget_chunks(
-        _svi_derivatives(model, noise), gamma[None], points, erased, num_chunks, hessian, damping
+    largest = float(tf.reduce_max(tf.abs(gradient)))
+    converged = largest <= tolerance
+    if not converged:
+        warnings.warn(
+            f"fit_svi stopped with gradient {largest:.3g} > tolerance {tolerance:g}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    if not return_info:
+        return gamma
+    info = OptimizationInfo(
+        objective=float(model.svi_energy(gamma, points, noise)),
+        num_iterations=len(path) - 1,
+        num_evaluations=lbfgs.num_evaluations,
+        converged=converged,
+        message=lbfgs.message,
+        seconds=time.perf_counter() - start,
+        path=np.array(path),
     )
-    return ensure_finite(result[0], "the processed gamma")
+    return gamma, info

@@ -39,20 +39,23 @@ Only single-output SVGPs (``num_latent_gps == 1``) with a single-output kernel a
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Callable, Tuple, Union
 
 import gpflow
-import scipy.optimize
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit._validation import (
     as_float64,
+    as_gaussian_belief,
     check_binary_labels,
-    check_gaussian_belief,
     check_positive_int,
     ensure_finite,
 )
+from unlearnkit.diagnostics import OptimizationInfo
+from unlearnkit.errors import ConvergenceWarning
 
 tfd = tfp.distributions
 
@@ -128,9 +131,7 @@ def inducing_posterior(model: gpflow.models.SVGP) -> tfd.MultivariateNormalTriL:
     return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale)
 
 
-def with_inducing_posterior(
-    model: gpflow.models.SVGP, q: tfd.MultivariateNormalTriL
-) -> gpflow.models.SVGP:
+def with_inducing_posterior(model: gpflow.models.SVGP, q: object) -> gpflow.models.SVGP:
     """A copy of ``model`` whose belief over the inducing outputs is ``q``.
 
     The copy shares nothing with ``model`` (``gpflow.utilities.deepcopy``); kernel,
@@ -142,13 +143,13 @@ def with_inducing_posterior(
 
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP and M inducing points (unchanged).
-        q: float64 ``tfd.MultivariateNormalTriL`` over u, event shape [M].
+        q: a float64 multivariate normal over u, event shape [M].
 
     Returns:
         A new ``gpflow.models.SVGP``.
     """
     model = _check_svgp(model)
-    q = check_gaussian_belief(q, "q")
+    q = as_gaussian_belief(q, "q")
     num_inducing = _num_inducing(model)
     if q.event_shape.as_list() != [num_inducing]:
         raise ValueError(
@@ -210,21 +211,21 @@ def _check_inputs(model: gpflow.models.SVGP, X: object, name: str) -> tf.Tensor:
 
 
 def _check_outputs(
-    model: gpflow.models.SVGP, Y: object, num_data: int, name: str, inputs_name: str
+    model: gpflow.models.SVGP, y: object, num_data: int, name: str, inputs_name: str
 ) -> tf.Tensor:
     """Outputs as float64 [n, 1]; labels in {0, 1} for a Bernoulli likelihood."""
     if isinstance(model.likelihood, gpflow.likelihoods.Bernoulli):
-        Y = check_binary_labels(Y, name)
+        y = check_binary_labels(y, name)
     else:
-        Y = as_float64(Y, name)
-    if Y.shape.rank == 1:
-        Y = Y[:, None]
-    if Y.shape.as_list() != [num_data, 1]:
+        y = as_float64(y, name)
+    if y.shape.rank == 1:
+        y = y[:, None]
+    if y.shape.as_list() != [num_data, 1]:
         raise ValueError(
             f"{name} must have shape [{num_data}] or [{num_data}, 1] to match {inputs_name}, "
-            f"got {Y.shape.as_list()}"
+            f"got {y.shape.as_list()}"
         )
-    return Y
+    return y
 
 
 def _u_checker(num_inducing: int) -> Callable[[object], tf.Tensor]:
@@ -238,7 +239,7 @@ def _u_checker(num_inducing: int) -> Callable[[object], tf.Tensor]:
 
 
 def erased_log_likelihood(
-    model: gpflow.models.SVGP, X_e: object, Y_e: object, *, kind: str = "variational"
+    model: gpflow.models.SVGP, X_e: object, y_e: object, *, kind: str = "variational"
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """The log-likelihood of erased data as a function of the inducing outputs u.
 
@@ -257,7 +258,7 @@ def erased_log_likelihood(
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP and M inducing points (unchanged).
         X_e: erased inputs, [n, D].
-        Y_e: erased outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
+        y_e: erased outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
         kind: ``"variational"`` or ``"predictive"``.
 
     Returns:
@@ -267,7 +268,7 @@ def erased_log_likelihood(
     if kind not in ("variational", "predictive"):
         raise ValueError(f'kind must be "variational" or "predictive", got {kind!r}')
     X_e = _check_inputs(model, X_e, "X_e")
-    Y_e = _check_outputs(model, Y_e, X_e.shape[0], "Y_e", "X_e")
+    y_e = _check_outputs(model, y_e, X_e.shape[0], "y_e", "X_e")
     num_inducing = _num_inducing(model)
     conditional = _LatentGivenInducing(model, X_e)
     likelihood = gpflow.utilities.deepcopy(model.likelihood)  # a snapshot, like the kernel
@@ -280,7 +281,7 @@ def erased_log_likelihood(
 
     @tf.function(input_signature=[tf.TensorSpec([None, num_inducing], tf.float64)])
     def _log_likelihood(u: tf.Tensor) -> tf.Tensor:
-        values = per_point(X_e, conditional.mean(u), conditional.variance, Y_e)  # [S, n]
+        values = per_point(X_e, conditional.mean(u), conditional.variance, y_e)  # [S, n]
         return tf.reduce_sum(values, axis=-1)
 
     def log_likelihood(u: tf.Tensor) -> tf.Tensor:
@@ -326,14 +327,14 @@ def conditional_predictive_mean(
 def fit_inducing_posterior(
     model: gpflow.models.SVGP,
     X: object,
-    Y: object,
+    y: object,
     *,
     max_iterations: int = 1000,
-    return_result: bool = False,
-) -> Union[gpflow.models.SVGP, Tuple[gpflow.models.SVGP, scipy.optimize.OptimizeResult]]:
-    """Retrain only q(u) on the data (X, Y): the baseline that unlearning approximates.
+    return_info: bool = False,
+) -> Union[gpflow.models.SVGP, Tuple[gpflow.models.SVGP, OptimizationInfo]]:
+    """Retrain only q(u) on the data (X, y): the baseline that unlearning approximates.
 
-    A copy of ``model`` whose q_mu and q_sqrt maximise the ELBO on (X, Y), found by
+    A copy of ``model`` whose q_mu and q_sqrt maximise the ELBO on (X, y), found by
     L-BFGS (``gpflow.optimizers.Scipy``) starting from the model's own q(u). Kernel,
     likelihood, inducing inputs and mean function are held fixed whatever their trainable
     flags, so the result is the exact target of unlearning data from ``model``.
@@ -341,26 +342,45 @@ def fit_inducing_posterior(
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP (unchanged).
         X: inputs, [n, D].
-        Y: outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
+        y: outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
         max_iterations: L-BFGS iteration cap.
-        return_result: also return scipy's ``OptimizeResult`` (iterations, convergence).
+        return_info: also return an :class:`~unlearnkit.diagnostics.OptimizationInfo`.
 
     Returns:
         A new ``gpflow.models.SVGP`` (``num_data`` set to n if the model had it set), and
-        the optimiser's result if requested.
+        the info if requested.
+
+    Warns:
+        ConvergenceWarning: L-BFGS stopped before convergence.
     """
+    start = time.perf_counter()
     model = _check_svgp(model)
     X = _check_inputs(model, X, "X")
-    Y = _check_outputs(model, Y, X.shape[0], "Y", "X")
+    y = _check_outputs(model, y, X.shape[0], "y", "X")
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     new = gpflow.utilities.deepcopy(model)
     if new.num_data is not None:
         new.num_data = X.shape[0]
     result = gpflow.optimizers.Scipy().minimize(
-        new.training_loss_closure((X, Y)),
+        new.training_loss_closure((X, y)),
         [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable],
         options={"maxiter": max_iterations},
     )
     ensure_finite(new.q_mu, "the retrained q_mu")
     ensure_finite(new.q_sqrt, "the retrained q_sqrt")
-    return (new, result) if return_result else new
+    if not result.success:
+        warnings.warn(
+            f"retraining q(u) stopped before convergence after {result.nit} iterations "
+            f"({result.message})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    info = OptimizationInfo(
+        objective=float(result.fun),
+        num_iterations=int(result.nit),
+        num_evaluations=int(result.nfev),
+        converged=bool(result.success),
+        message=str(result.message),
+        seconds=time.perf_counter() - start,
+    )
+    return (new, info) if return_info else new

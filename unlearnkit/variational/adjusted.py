@@ -21,9 +21,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit._validation import (
+    as_gaussian_belief,
     check_callable,
-    check_gaussian_belief,
     check_log_likelihood_values,
+    check_nonnegative_number,
+    check_shape,
     check_unit_interval,
     ensure_finite,
 )
@@ -31,7 +33,12 @@ from unlearnkit.likelihoods import LogLikelihood
 
 tfd = tfp.distributions
 
-__all__ = ["AdjustedLogLikelihood", "adjusted_log_likelihood", "adjusted_region_radius_squared"]
+__all__ = [
+    "AdjustedLogLikelihood",
+    "adjusted_log_likelihood",
+    "adjusted_region_radius_squared",
+    "check_theta",
+]
 
 
 def adjusted_region_radius_squared(lam: float) -> float:
@@ -48,13 +55,11 @@ def adjusted_region_radius_squared(lam: float) -> float:
 
 
 def check_theta(theta: object, dim: int, name: str = "theta") -> tf.Tensor:
-    """Convert ``theta`` to a finite float64 tensor of shape ``[S, dim]``."""
+    """``theta`` as a finite float64 tensor of shape ``[S, dim]`` (eagerly or compiled)."""
     theta = tf.convert_to_tensor(theta)
-    if not theta.dtype.is_floating:
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {theta.dtype.name}")
-    theta = tf.cast(theta, tf.float64)
-    if theta.shape.rank != 2 or theta.shape[-1] != dim:
-        raise ValueError(f"{name} must have shape [S, {dim}], got {theta.shape.as_list()}")
+    if theta.dtype != tf.float64:
+        raise TypeError(f"{name} must be a float64 tensor [S, {dim}], got dtype {theta.dtype.name}")
+    check_shape(theta.shape.as_list(), name, 2, [None, dim])
     return ensure_finite(theta, name)
 
 
@@ -62,25 +67,26 @@ class AdjustedLogLikelihood:
     """``theta [S, d] -> log p_adj(D_e | theta; lam) [S]`` for a Gaussian ``q(theta | D)``.
 
     Build it with :func:`adjusted_log_likelihood`. Calling it checks ``theta`` and the
-    output of the wrapped log-likelihood (shape ``[S]``, finite), like the unadjusted one.
+    output of the wrapped log-likelihood (shape ``[S]``, finite), eagerly or inside a
+    ``tf.function``.
 
     Attributes:
         erased_log_likelihood: the wrapped ``log p(D_e | theta)``.
-        q_full: the belief ``q(theta | D)`` that defines the region.
+        q_full: the belief ``q(theta | D)`` that defines the region (a
+            ``tfd.MultivariateNormalTriL``).
         lam: the threshold in [0, 1].
         radius_squared: ``-2 ln(lam)``, the squared Mahalanobis radius of the region.
+        dim: ``d``.
     """
 
-    def __init__(
-        self, erased_log_likelihood: LogLikelihood, q_full: tfd.MultivariateNormalTriL, lam: float
-    ) -> None:
+    def __init__(self, erased_log_likelihood: LogLikelihood, q_full: object, lam: float) -> None:
         self.erased_log_likelihood = check_callable(
             erased_log_likelihood, "erased_log_likelihood", "theta [S, d] -> [S]"
         )
-        self.q_full = check_gaussian_belief(q_full, "q_full")
+        self.q_full = as_gaussian_belief(q_full, "q_full")
         self.lam = check_unit_interval(lam, "lam")
         self.radius_squared = adjusted_region_radius_squared(self.lam)
-        self.dim = int(q_full.event_shape[0])
+        self.dim = int(self.q_full.event_shape[0])
 
     def mahalanobis_squared(self, theta: tf.Tensor) -> tf.Tensor:
         """``(theta - mu)^T Sigma^{-1} (theta - mu)`` under ``q_full``; ``theta [S, d] -> [S]``."""
@@ -94,39 +100,51 @@ class AdjustedLogLikelihood:
         """Boolean ``[S]``: whether ``q_full(theta) > lam * max q_full``."""
         return self.mahalanobis_squared(theta) < self.radius_squared
 
-    def __call__(self, theta: tf.Tensor) -> tf.Tensor:
+    def log_likelihood(self, theta: tf.Tensor) -> tf.Tensor:
+        """The unadjusted ``log p(D_e | theta) [S]``, its output checked."""
         theta = check_theta(theta, self.dim)
-        values = check_log_likelihood_values(
+        return check_log_likelihood_values(
             self.erased_log_likelihood(theta), theta.shape[0], "erased_log_likelihood"
         )
-        return adjust(values, self.mahalanobis_squared(theta), self.radius_squared)
+
+    def __call__(self, theta: tf.Tensor) -> tf.Tensor:
+        return self.smoothed(theta, 0.0)
+
+    def smoothed(self, theta: tf.Tensor, boundary_smoothing: float) -> tf.Tensor:
+        """The adjusted log-likelihood with the region's indicator replaced by a smooth step.
+
+        Inside the region, ``log p(D_e | theta)`` is multiplied by
+        ``sigmoid((1 - m / r) / boundary_smoothing)``, with ``m`` the Mahalanobis distance of
+        ``theta`` and ``r = sqrt(-2 ln lam)`` the region's radius; as
+        ``boundary_smoothing -> 0`` this tends to the adjusted log-likelihood, and
+        ``boundary_smoothing = 0`` is the adjusted log-likelihood itself. The EUBO is
+        minimised on the smoothed version, whose gradient sees the boundary.
+
+        Args:
+            theta: ``[S, d]`` float64.
+            boundary_smoothing: width of the step relative to the radius, >= 0.
+
+        Returns:
+            ``[S]``.
+        """
+        values = self.log_likelihood(theta)
+        if math.isinf(self.radius_squared):
+            return values
+        if self.radius_squared == 0.0:  # lam = 1: p_adj = 1 everywhere
+            return tf.zeros_like(values)
+        distance_squared = self.mahalanobis_squared(theta)
+        if boundary_smoothing == 0.0:
+            return tf.where(distance_squared < self.radius_squared, values, tf.zeros_like(values))
+        distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
+        weight = tf.sigmoid((1.0 - distance / math.sqrt(self.radius_squared)) / boundary_smoothing)
+        return weight * values
 
     def __repr__(self) -> str:
         return f"AdjustedLogLikelihood(lam={self.lam}, radius_squared={self.radius_squared})"
 
 
-def adjust(
-    log_likelihood_values: tf.Tensor, mahalanobis_squared: tf.Tensor, radius_squared: float
-) -> tf.Tensor:
-    """Zero the log-likelihood outside the region (``p_adj = 1`` there).
-
-    Args:
-        log_likelihood_values: ``log p(D_e | theta_s)``, [S].
-        mahalanobis_squared: squared Mahalanobis distances of ``theta_s`` under
-            ``q(theta | D)``, [S].
-        radius_squared: ``-2 ln(lam)``.
-
-    Returns:
-        ``log p_adj(D_e | theta_s; lam)``, [S].
-    """
-    if math.isinf(radius_squared):
-        return log_likelihood_values
-    inside = mahalanobis_squared < radius_squared
-    return tf.where(inside, log_likelihood_values, tf.zeros_like(log_likelihood_values))
-
-
 def adjusted_log_likelihood(
-    erased_log_likelihood: LogLikelihood, q_full: tfd.MultivariateNormalTriL, lam: float
+    erased_log_likelihood: LogLikelihood, q_full: object, lam: float
 ) -> AdjustedLogLikelihood:
     """The adjusted log-likelihood ``log p_adj(D_e | theta; lam)`` of the erased data.
 
@@ -135,8 +153,8 @@ def adjusted_log_likelihood(
 
     Args:
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
-        q_full: the approximate posterior ``q(theta | D)``, a float64
-            ``tfd.MultivariateNormalTriL`` with event shape ``[d]``.
+        q_full: the approximate posterior ``q(theta | D)``, any float64
+            ``tfd.MultivariateNormalLinearOperator`` with event shape ``[d]``.
         lam: threshold in [0, 1]; 0 means no adjustment, 1 means ``p_adj = 1``.
 
     Returns:
@@ -144,12 +162,18 @@ def adjusted_log_likelihood(
         :class:`AdjustedLogLikelihood`).
 
     Raises:
-        TypeError: ``erased_log_likelihood`` is not callable or ``q_full`` is not a
-            float64 ``MultivariateNormalTriL``.
+        TypeError: ``erased_log_likelihood`` is not callable or ``q_full`` is not a float64
+            multivariate normal.
         ValueError: ``lam`` is outside [0, 1].
+        NotPositiveDefiniteError: ``q_full`` has a singular covariance.
 
     Example:
         >>> adjusted = adjusted_log_likelihood(log_lik_erased, q_full, lam=1e-3)
         >>> adjusted(q_full.sample(100))  # [100]
     """
     return AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
+
+
+def check_boundary_smoothing(value: object) -> float:
+    """``boundary_smoothing`` as a float, checked to be a finite number >= 0."""
+    return check_nonnegative_number(value, "boundary_smoothing")

@@ -19,33 +19,30 @@ samples the estimate then jumps whenever a sample crosses the boundary, and its
 reparameterisation gradient misses the boundary's contribution to the true gradient
 altogether (so stochastic-gradient methods that use it, like Adam on fresh samples, do
 not minimise ``U~``). During the optimisation we therefore replace the indicator of the
-region ``|z| < r`` (``z`` the whitened sample, ``r^2 = -2 ln lam``) by the smooth step
-``sigmoid((1 - |z| / r) / boundary_smoothing)``: the objective becomes smooth, its
-gradient sees the boundary, and as ``boundary_smoothing -> 0`` it tends to ``U~``.
-The default, 2% of the radius, changes ``U~`` far less than the Monte Carlo error.
+region by a smooth step (:meth:`AdjustedLogLikelihood.smoothed`, width 2% of the radius
+by default): the objective becomes smooth, its gradient sees the boundary, and as the
+width tends to 0 it tends to ``U~``. :func:`eubo` always evaluates the exact definition.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit.variational import gaussian as _gaussian
-from unlearnkit.variational.gaussian import OptimizationInfo, Seed
-from unlearnkit._validation import (
-    check_gaussian_belief,
-    check_nonnegative_number,
-    check_positive_int,
-)
-from unlearnkit.variational.adjusted import AdjustedLogLikelihood, adjust
+from unlearnkit._validation import as_gaussian_belief, check_positive_int
+from unlearnkit.diagnostics import OptimizationInfo
 from unlearnkit.likelihoods import LogLikelihood
+from unlearnkit.linalg import check_tolerance
+from unlearnkit.optimize import minimize_lbfgs
+from unlearnkit.seeds import Seed
+from unlearnkit.variational import gaussian
+from unlearnkit.variational.adjusted import AdjustedLogLikelihood, check_boundary_smoothing
 
 tfd = tfp.distributions
 
-__all__ = ["eubo", "unlearn_eubo", "OptimizationInfo"]
+__all__ = ["eubo", "unlearn_eubo"]
 
 
 DEFAULT_NUM_SAMPLES = 2_000
@@ -59,49 +56,19 @@ DEFAULT_BOUNDARY_SMOOTHING = 0.02
 class _WhitenedEUBO:
     """``U~`` as a function of the packed whitened parameters relative to ``q_full``."""
 
-    def __init__(
-        self,
-        adjusted: AdjustedLogLikelihood,
-        num_samples: int,
-        seed: Seed,
-        smoothing: float = DEFAULT_BOUNDARY_SMOOTHING,
-    ) -> None:
+    def __init__(self, adjusted: AdjustedLogLikelihood, num_samples: int, seed: Seed) -> None:
         self.adjusted = adjusted
-        self.smoothing = smoothing
         self.q_full = adjusted.q_full
         self.dim = adjusted.dim
-        self.eps = _gaussian.moment_matched_normal(num_samples, self.dim, seed)  # [S, d]
-        self.loc = self.q_full.loc
-        self.scale = self.q_full.scale.to_dense()
+        self.eps = gaussian.moment_matched_normal(num_samples, self.dim, seed)  # [S, d]
+        self.standard = tfd.MultivariateNormalDiag(loc=tf.zeros([self.dim], tf.float64))
 
-    def _expected_log_likelihood(self, a: tf.Tensor, B: tf.Tensor, checked: bool) -> tf.Tensor:
+    def value(self, a: tf.Tensor, B: tf.Tensor, smoothing: float) -> tf.Tensor:
         z = a + tf.matmul(self.eps, B, transpose_b=True)  # [S, d], whitened samples of q_u
-        theta = self.loc + tf.matmul(z, self.scale, transpose_b=True)
-        if checked:  # eager: validates theta, the output's shape and finiteness
-            return tf.reduce_mean(self.adjusted(theta))
-        # Inside tf.function: the region test in whitened coordinates, |z| < r.
-        values = tf.cast(self.adjusted.erased_log_likelihood(theta), tf.float64)
-        radius_squared = self.adjusted.radius_squared
-        if math.isinf(radius_squared):
-            return tf.reduce_mean(values)
-        if radius_squared == 0.0:  # lam = 1: p_adj = 1 everywhere
-            return tf.zeros([], dtype=tf.float64)
-        if self.smoothing == 0.0:
-            return tf.reduce_mean(adjust(values, tf.reduce_sum(z**2, axis=-1), radius_squared))
-        distance = tf.sqrt(tf.maximum(tf.reduce_sum(z**2, axis=-1), 1e-300))
-        inside = tf.sigmoid((1.0 - distance / math.sqrt(radius_squared)) / self.smoothing)
-        return tf.reduce_mean(inside * values)
-
-    def objective(self, x: tf.Tensor) -> tf.Tensor:
-        a, B, log_diag = _gaussian.unpack(x, self.dim)
-        return self._expected_log_likelihood(a, B, False) + _gaussian.whitened_kl_to_standard(
-            a, B, log_diag
-        )
-
-    def checked_value(self, a: tf.Tensor, B: tf.Tensor) -> tf.Tensor:
-        log_diag = tf.math.log(tf.linalg.diag_part(B))
-        kl = _gaussian.whitened_kl_to_standard(a, B, log_diag)
-        return self._expected_log_likelihood(a, B, True) + kl
+        theta = self.q_full.loc + tf.matmul(z, self.q_full.scale.to_dense(), transpose_b=True)
+        expected = tf.reduce_mean(self.adjusted.smoothed(theta, smoothing))
+        kl = tfd.kl_divergence(gaussian.whitened_belief(a, B), self.standard)
+        return expected + kl
 
 
 def _num_samples(num_samples: Optional[int], lam: float) -> int:
@@ -111,10 +78,11 @@ def _num_samples(num_samples: Optional[int], lam: float) -> int:
 
 
 def eubo(
-    q_u: tfd.MultivariateNormalTriL,
-    q_full: tfd.MultivariateNormalTriL,
+    q_u: object,
+    q_full: object,
     erased_log_likelihood: LogLikelihood,
     lam: float = 0.0,
+    *,
     num_samples: Optional[int] = None,
     seed: Seed = None,
 ) -> tf.Tensor:
@@ -122,17 +90,17 @@ def eubo(
 
     The expectation uses ``num_samples`` moment-matched base samples (sample mean 0,
     sample covariance I); with the same ``num_samples`` and ``seed`` this is exactly
-    the objective that :func:`unlearn_eubo` minimises. The KL term is in closed form.
+    the objective that :func:`unlearn_eubo` minimises (without its boundary smoothing).
+    The KL term is in closed form.
 
     Args:
-        q_u: the candidate belief ``q_u(theta | D_r)``, float64 MultivariateNormalTriL [d].
+        q_u: the candidate belief ``q_u(theta | D_r)``, a float64 multivariate normal [d].
         q_full: the belief after training on all data, ``q(theta | D)``, same form.
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
         lam: adjusted-likelihood threshold in [0, 1] (0: no adjustment).
         num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
             ``lam = 0`` and 10,000 for ``lam > 0``.
-        seed: an int or a pair of ints for the stateless sampler (``None``: drawn from
-            NumPy's global generator, so ``np.random.seed`` makes runs repeatable).
+        seed: ``None``, an int or a stateless seed (see :mod:`unlearnkit.seeds`).
 
     Returns:
         The estimate, a float64 scalar tensor.
@@ -141,19 +109,20 @@ def eubo(
         TypeError, ValueError: bad beliefs, callable, ``lam`` or ``num_samples``, or a
             callable that returns the wrong shape or non-finite values.
     """
-    q_u = check_gaussian_belief(q_u, "q_u")
+    q_u = as_gaussian_belief(q_u, "q_u")
     adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
-    if q_u.event_shape != q_full.event_shape:
+    if q_u.event_shape != adjusted.q_full.event_shape:
         raise ValueError(
-            f"q_u must have the event shape of q_full {q_full.event_shape}, got {q_u.event_shape}"
+            f"q_u must have the event shape of q_full {adjusted.q_full.event_shape}, "
+            f"got {q_u.event_shape}"
         )
     problem = _WhitenedEUBO(adjusted, _num_samples(num_samples, adjusted.lam), seed)
-    a, B = _gaussian.whiten(q_u, q_full)
-    return problem.checked_value(a, B)
+    a, B = gaussian.whiten(q_u, adjusted.q_full)
+    return problem.value(a, B, 0.0)
 
 
 def unlearn_eubo(
-    q_full: tfd.MultivariateNormalTriL,
+    q_full: object,
     erased_log_likelihood: LogLikelihood,
     lam: float = 0.0,
     *,
@@ -172,52 +141,58 @@ def unlearn_eubo(
     iteration inside a ``tf.function`` (eagerly if it cannot be traced).
 
     Args:
-        q_full: ``q(theta | D)``, float64 ``tfd.MultivariateNormalTriL`` with event shape [d].
-            Not modified.
+        q_full: ``q(theta | D)``, any float64 ``tfd.MultivariateNormalLinearOperator`` with
+            event shape [d]. Not modified.
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``, summed over the
             erased points; TensorFlow code (so that it can be differentiated).
         lam: adjusted-likelihood threshold in [0, 1]. 0: plain EUBO; 1: nothing is
-            unlearned (returns a copy of ``q_full``).
-        seed: an int or a pair of ints; fixes the base samples (``None``: drawn from
-            NumPy's global generator).
+            unlearned (returns ``q_full``'s moments).
+        seed: ``None``, an int or a stateless seed; fixes the base samples.
         num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
             ``lam = 0`` and 10,000 for ``lam > 0``.
         max_iterations: L-BFGS iteration cap.
-        tolerance: gradient tolerance of L-BFGS.
+        tolerance: L-BFGS tolerance (see :func:`unlearnkit.optimize.minimize_lbfgs`).
         boundary_smoothing: width of the smooth step that replaces the region's
             indicator during the optimisation, relative to the region's radius
             (see the module docstring); 0 uses the indicator itself, whose jumps
             stall L-BFGS. Irrelevant for ``lam = 0``.
-        return_info: also return an :class:`OptimizationInfo`.
+        return_info: also return an :class:`~unlearnkit.diagnostics.OptimizationInfo`.
 
     Returns:
         A new float64 ``tfd.MultivariateNormalTriL`` [d], and the info if requested.
 
     Raises:
         TypeError, ValueError: bad ``q_full``, callable, ``lam``, ``num_samples``; a
-            callable returning the wrong shape or non-finite values; a non-finite result.
+            callable returning the wrong shape or non-finite values, or without a gradient;
+            a non-finite result.
+
+    Warns:
+        ConvergenceWarning: L-BFGS stopped before convergence.
     """
     adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
     num_samples = _num_samples(num_samples, adjusted.lam)
     max_iterations = check_positive_int(max_iterations, "max_iterations")
-    tolerance = _gaussian.check_tolerance(tolerance)
-    smoothing = check_nonnegative_number(boundary_smoothing, "boundary_smoothing")
-    problem = _WhitenedEUBO(adjusted, num_samples, seed, smoothing)
-    identity = tf.eye(problem.dim, dtype=tf.float64)
-    zero = tf.zeros([problem.dim], dtype=tf.float64)
-    start_value = problem.checked_value(zero, identity)  # validates the callable's output
+    tolerance = check_tolerance(tolerance)
+    smoothing = check_boundary_smoothing(boundary_smoothing)
+    problem = _WhitenedEUBO(adjusted, num_samples, seed)
+    dim = problem.dim
+    start_value = problem.value(tf.zeros([dim], tf.float64), tf.eye(dim, dtype=tf.float64), 0.0)
     if adjusted.lam == 1.0:  # p_adj = 1: the KL term alone, minimised by q_full itself
         info = OptimizationInfo(float(start_value), 0, 1, True, "lam = 1: nothing to unlearn", 0.0)
-        result = _gaussian.copy_belief(q_full)
+        result = gaussian.copy_belief(adjusted.q_full)
         return (result, info) if return_info else result
-    x0 = tf.zeros([_gaussian.num_parameters(problem.dim)], dtype=tf.float64)
-    x, info = _gaussian.minimize_lbfgs(
-        problem.objective,
-        x0,
+
+    def objective(x: tf.Tensor) -> tf.Tensor:
+        a, B = gaussian.unpack(x, dim)
+        return problem.value(a, B, smoothing)
+
+    x, info = minimize_lbfgs(
+        objective,
+        tf.zeros([gaussian.num_parameters(dim)], dtype=tf.float64),
         max_iterations=max_iterations,
         tolerance=tolerance,
         name="the EUBO",
     )
-    a, B, _ = _gaussian.unpack(x, problem.dim)
-    result = _gaussian.belief_from_whitened(q_full, a, B)
+    a, B = gaussian.unpack(x, dim)
+    result = gaussian.belief_from_whitened(adjusted.q_full, a, B)
     return (result, info) if return_info else result
