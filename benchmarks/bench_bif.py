@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from unlearnkit import bif  # noqa: E402
-from unlearnkit import datasets as gmm
+from unlearnkit import datasets
 from unlearnkit.bif import mixture  # noqa: E402
 
 REQUIRED_SPEED_UP = 20
@@ -66,10 +66,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
 
-    data = gmm.make_gmm_data(2000, seed=0)
+    data = datasets.make_gmm_data(2000, seed=0)
     points = data.points
-    erased = np.random.default_rng(0).permutation(gmm.structured_removal(data))
-    remaining = points[gmm.remaining_indices(erased, len(points))]
+    erased = np.random.default_rng(0).permutation(datasets.structured_removal(data))
+    remaining = points[datasets.remaining_indices(erased, len(points))]
     model = bif.GaussianMixtureModel()
 
     def start(data_points) -> np.ndarray:
@@ -85,15 +85,18 @@ def main() -> int:
     noise = bif.svi_noise(model, 16, seed=0)
 
     def fit(data_points):
-        init = model.svi_gamma(start(data_points), np.full(8, 0.1))
-        return bif.fit_svi(model, data_points, noise, init=init).gamma
+        initial = model.svi_gamma(start(data_points), np.full(8, 0.1))
+        return bif.fit_svi(model, data_points, noise, initial=initial)
 
     gamma = fit(points)
-    processed = bif.forget_svi(model, gamma, points, erased, noise)
+    processed = bif.forget_svi(model, gamma, points, erased, noise, hessian="after")
     rows.append(
         (
             "SVI",
-            median_seconds(lambda: bif.forget_svi(model, gamma, points, erased, noise), args.repeats),
+            median_seconds(
+                lambda: bif.forget_svi(model, gamma, points, erased, noise, hessian="after"),
+                args.repeats,
+            ),
             median_seconds(lambda: fit(remaining), args.repeats),
             distance_ratio(gamma, processed, fit(remaining)),
         )
@@ -107,15 +110,18 @@ def main() -> int:
         ),
     }
     for name, sampler in samplers.items():
-        samples = sampler.sample(points, chain_starts(points, 1), seed=1).samples
-        processed = bif.forget_samples(model, samples, points, erased)
+        samples = sampler.sample(points, chain_starts(points, 1), seed=1)
+        processed = bif.forget_samples(model, samples, points, erased, hessian="after")
         retrain = lambda: sampler.sample(remaining, chain_starts(remaining, 2), seed=2)  # noqa: E731
         rows.append(
             (
                 name,
-                median_seconds(lambda: bif.forget_samples(model, samples, points, erased), args.repeats),
+                median_seconds(
+                    lambda: bif.forget_samples(model, samples, points, erased, hessian="after"),
+                    args.repeats,
+                ),
                 median_seconds(retrain, args.repeats),
-                distance_ratio(samples, processed, retrain().samples),
+                distance_ratio(samples, processed, retrain()),
             )
         )
 

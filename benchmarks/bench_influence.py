@@ -65,7 +65,7 @@ def bench_sizes(repeats: int) -> dict:
             return gamma_s + tf.linalg.cholesky_solve(chol, gradient[:, None])[:, 0]
 
         retrained = bif.newton_minimize(remaining, gamma_s)
-        processed = bif.influence_unlearn(gamma_s, energy, erased_energy)
+        processed = bif.influence_unlearn(energy, erased_energy, gamma_s)
         ratio = np.linalg.norm(processed - retrained) / np.linalg.norm(gamma_s - retrained)
         assert ratio < 0.01, f"one-step removal is off by {ratio:.1%} of the move at n={n}"
         np.testing.assert_allclose(cached().numpy(), processed.numpy(), rtol=1e-12)
@@ -73,7 +73,7 @@ def bench_sizes(repeats: int) -> dict:
         times = {
             "retrain": median_seconds(lambda: bif.newton_minimize(remaining, np.zeros(5)), repeats),
             "warm": median_seconds(lambda: bif.newton_minimize(remaining, gamma_s), repeats),
-            "one-step": median_seconds(lambda: bif.influence_unlearn(gamma_s, energy, erased_energy), repeats),
+            "one-step": median_seconds(lambda: bif.influence_unlearn(energy, erased_energy, gamma_s), repeats),
             "cached": median_seconds(cached, repeats),
         }
         speed_ups[n] = (times["retrain"] / times["one-step"], times["retrain"] / times["cached"])
@@ -94,13 +94,13 @@ def bench_dimensions(repeats: int) -> dict:
             likelihoods.logistic_log_likelihood, X, y, np.arange(5), prior_variance=1.0
         )
         gamma_s = bif.newton_minimize(energy, np.zeros(d), solver="cg")
-        dense = bif.influence_unlearn(gamma_s, energy, erased_energy)
-        cg = bif.influence_unlearn(gamma_s, energy, erased_energy, solver="cg")
+        dense = bif.influence_unlearn(energy, erased_energy, gamma_s)
+        cg = bif.influence_unlearn(energy, erased_energy, gamma_s, solver="cg")
         disagreement = np.linalg.norm(dense - cg) / np.linalg.norm(dense - gamma_s)
         assert disagreement < 1e-8, f"the solvers disagree by {disagreement:.1e} at d={d}"
-        t_dense = median_seconds(lambda: bif.influence_unlearn(gamma_s, energy, erased_energy), max(1, repeats // 2))
+        t_dense = median_seconds(lambda: bif.influence_unlearn(energy, erased_energy, gamma_s), max(1, repeats // 2))
         t_cg = median_seconds(
-            lambda: bif.influence_unlearn(gamma_s, energy, erased_energy, solver="cg"), repeats
+            lambda: bif.influence_unlearn(energy, erased_energy, gamma_s, solver="cg"), repeats
         )
         speed_ups[d] = t_dense / t_cg
         print(f"{d:>8} {t_dense:9.3f} {t_cg:9.3f} {speed_ups[d]:8.1f}x  {disagreement:.1e}")

@@ -44,7 +44,7 @@ import tensorflow_probability as tfp  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 
 import unlearnkit as uk  # noqa: E402
-from unlearnkit.variational import gaussian as _gaussian  # noqa: E402
+from unlearnkit.variational import gaussian  # noqa: E402
 from unlearnkit.variational.adjusted import adjusted_region_radius_squared  # noqa: E402
 from unlearnkit.likelihoods import logistic_log_likelihood  # noqa: E402
 from unlearnkit.metrics import gaussian_kl  # noqa: E402
@@ -110,7 +110,7 @@ def adam_eubo(q_full, erased, lam, steps, num_samples=1000, learning_rate=1e-2, 
     loc, scale = q_full.loc, q_full.scale.to_dense()
 
     def loss(x, step):
-        a, B, log_diag = _gaussian.unpack(x, d)
+        a, B = gaussian.unpack(x, d)
         eps = tf.random.stateless_normal(
             [num_samples, d], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)]),
             dtype=tf.float64)
@@ -118,11 +118,15 @@ def adam_eubo(q_full, erased, lam, steps, num_samples=1000, learning_rate=1e-2, 
         values = erased(loc + tf.matmul(z, scale, transpose_b=True))
         if not math.isinf(radius_squared):
             values = tf.where(tf.reduce_sum(z**2, -1) < radius_squared, values, tf.zeros_like(values))
-        return tf.reduce_mean(values) + _gaussian.whitened_kl_to_standard(a, B, log_diag)
+        standard = tfd.MultivariateNormalDiag(tf.zeros([d], tf.float64))
+        return tf.reduce_mean(values) + tfd.kl_divergence(gaussian.whitened_belief(a, B), standard)
 
-    x, seconds = adam(loss, tf.zeros([_gaussian.num_parameters(d)], tf.float64), steps, learning_rate)
-    a, B, _ = _gaussian.unpack(x, d)
-    return _gaussian.belief_from_whitened(q_full, a, B), seconds
+    return _adam_belief(q_full, loss, d, steps, learning_rate)
+
+
+def _adam_belief(q_full, loss, d, steps, learning_rate):
+    x, seconds = adam(loss, tf.zeros([gaussian.num_parameters(d)], tf.float64), steps, learning_rate)
+    return gaussian.belief_from_whitened(q_full, *gaussian.unpack(x, d)), seconds
 
 
 def adam_reverse_kl(q_full, erased, lam, steps, num_samples=1000, learning_rate=1e-2, seed=0):
@@ -132,7 +136,7 @@ def adam_reverse_kl(q_full, erased, lam, steps, num_samples=1000, learning_rate=
     loc, scale = q_full.loc, q_full.scale.to_dense()
 
     def loss(x, step):
-        a, B, log_diag = _gaussian.unpack(x, d)
+        a, B = gaussian.unpack(x, d)
         z = tf.random.stateless_normal(
             [num_samples, d], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)]),
             dtype=tf.float64)
@@ -142,12 +146,11 @@ def adam_reverse_kl(q_full, erased, lam, steps, num_samples=1000, learning_rate=
         weights = tf.stop_gradient(tf.nn.softmax(-log_p))
         # log N(z; a, B B^T) up to a constant, in whitened coordinates.
         u = tf.linalg.triangular_solve(B, tf.transpose(z - a), lower=True)
+        log_diag = tf.math.log(tf.linalg.diag_part(B))
         log_q = -0.5 * tf.reduce_sum(u**2, axis=0) - tf.reduce_sum(log_diag)
         return -tf.reduce_sum(weights * log_q)
 
-    x, seconds = adam(loss, tf.zeros([_gaussian.num_parameters(d)], tf.float64), steps, learning_rate)
-    a, B, _ = _gaussian.unpack(x, d)
-    return _gaussian.belief_from_whitened(q_full, a, B), seconds
+    return _adam_belief(q_full, loss, d, steps, learning_rate)
 
 
 # --- the benchmark --------------------------------------------------------------------
@@ -182,7 +185,7 @@ def run_problem(problem, adam_steps: int, lams=(0.0, 1e-3)) -> None:
         u_ref = float(uk.eubo(ref_u, q_full, erased, **judge))
         try:
             ref_v = uk.unlearn_reverse_kl(q_full, erased, lam, seed=99, num_samples=2_000_000)
-        except ValueError:  # degenerate weights: the target's moments cannot be estimated
+        except uk.DegenerateWeightsError:  # the target's moments cannot be estimated
             ref_v = None
 
         def row(method, q, seconds, ref, eubo_gap):
@@ -198,8 +201,8 @@ def run_problem(problem, adam_steps: int, lams=(0.0, 1e-3)) -> None:
         try:
             (q, info), t = timed(lambda: uk.unlearn_reverse_kl(q_full, erased, lam, seed=0,
                                                                return_info=True))
-            row(f"rev. KL, closed (ESS {info.importance_ess:.0f})", q, t, ref_v, False)
-        except ValueError as err:  # degenerate weights
+            row(f"rev. KL, closed (ESS {info.effective_sample_size:.0f})", q, t, ref_v, False)
+        except uk.DegenerateWeightsError as err:
             print(f"{'reverse KL, closed form':<30}{lam:>7g}  failed: {str(err)[:60]}...")
         if adam_steps:
             q, t = adam_reverse_kl(q_full, erased, lam, adam_steps)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unlearnkit import _validation
-from unlearnkit import datasets as gmm
+from unlearnkit import datasets
 from unlearnkit.bif import (
     GaussianMixtureModel,
     fit_svi,
@@ -28,30 +28,30 @@ MODEL = GaussianMixtureModel()
 
 @pytest.fixture(scope="module")
 def data():
-    return gmm.make_gmm_data(400, seed=3)
+    return datasets.make_gmm_data(400, seed=3)
 
 
 @pytest.fixture(scope="module")
 def svi_setup(data):
     noise = svi_noise(MODEL, 8, seed=1)
     fit = fit_svi(MODEL, data.points, noise, return_info=True)
-    erased = np.random.default_rng(0).permutation(gmm.structured_removal(data, per_cluster=80))
+    erased = np.random.default_rng(0).permutation(datasets.structured_removal(data, per_cluster=80))
     return noise, fit, erased
 
 
 def _thetas(num=3, seed=0):
     rng = np.random.default_rng(seed)
-    return tf.constant(gmm.TRUE_CENTRES.reshape(1, -1) + rng.normal(0, 1.5, (num, 8)))
+    return tf.constant(datasets.TRUE_CENTRES.reshape(1, -1) + rng.normal(0, 1.5, (num, 8)))
 
 
 # ------------------------------------------------------------------------------------ data
 
 
 def test_data_shapes_and_reproducibility():
-    a, b = gmm.make_gmm_data(2000, seed=0), gmm.make_gmm_data(2000, seed=0)
+    a, b = datasets.make_gmm_data(2000, seed=0), datasets.make_gmm_data(2000, seed=0)
     assert a.points.shape == (2000, 2) and a.labels.shape == (2000,)
     np.testing.assert_array_equal(a.points, b.points)
-    assert not np.allclose(a.points, gmm.make_gmm_data(2000, seed=1).points)
+    assert not np.allclose(a.points, datasets.make_gmm_data(2000, seed=1).points)
     assert np.bincount(a.labels).tolist() == [500] * 4
     # clusters 0 and 2 are elongated along x and y respectively
     var0, var2 = a.points[a.labels == 0].var(0), a.points[a.labels == 2].var(0)
@@ -59,10 +59,10 @@ def test_data_shapes_and_reproducibility():
 
 
 def test_structured_removal_takes_the_extreme_points():
-    data = gmm.make_gmm_data(2000, seed=0)
-    erased = gmm.structured_removal(data)
+    data = datasets.make_gmm_data(2000, seed=0)
+    erased = datasets.structured_removal(data)
     assert erased.shape == (800,) and np.unique(erased).size == 800
-    kept = gmm.remaining_indices(erased, 2000)
+    kept = datasets.remaining_indices(erased, 2000)
     zero = data.labels == 0
     removed0 = np.intersect1d(erased, np.flatnonzero(zero))
     kept0 = np.intersect1d(kept, np.flatnonzero(zero))
@@ -71,7 +71,7 @@ def test_structured_removal_takes_the_extreme_points():
     removed2, kept2 = np.intersect1d(erased, two), np.intersect1d(kept, two)
     assert removed2.size == 400 and data.points[removed2, 1].max() <= data.points[kept2, 1].min()
     with pytest.raises(ValueError, match="per_cluster"):
-        gmm.structured_removal(data, per_cluster=501)
+        datasets.structured_removal(data, per_cluster=501)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_bad_erased_indices(erased, error, message):
 
 
 def test_kmeans_and_matching():
-    data = gmm.make_gmm_data(2000, seed=0)
+    data = datasets.make_gmm_data(2000, seed=0)
     centres = mixture.kmeans_centres(data.points, 4, seed=0)
     matched = mixture.match_centres(centres, data.centres)
     assert np.abs(matched - data.centres).max() < 0.2
@@ -125,7 +125,7 @@ def test_svi_kl_matches_tfp():
 
 @given(mask=st.lists(st.booleans(), min_size=400, max_size=400), seed=st.integers(0, 10))
 def test_energy_of_remaining_data_is_a_subtraction(mask, seed):
-    data = gmm.make_gmm_data(400, seed=3)
+    data = datasets.make_gmm_data(400, seed=3)
     erased = np.array(mask)
     theta = _thetas(2, seed)
     full = MODEL.energy(theta, data.points)
@@ -225,7 +225,7 @@ def test_fit_svi_reaches_a_stationary_point(data, svi_setup):
 @pytest.mark.parametrize("hessian", ["after", "before"])
 def test_forget_svi_equals_influence_unlearn(data, svi_setup, hessian):
     noise, fit, erased = svi_setup
-    keep = gmm.remaining_indices(erased, 400)
+    keep = datasets.remaining_indices(erased, 400)
     after = tf.constant(data.points[keep])
     removed = tf.constant(data.points[erased])
     energy_points = after if hessian == "after" else tf.constant(data.points)
@@ -241,7 +241,7 @@ def test_forget_svi_equals_influence_unlearn(data, svi_setup, hessian):
 def test_forget_svi_single_point_is_second_order_accurate(data, svi_setup):
     noise, fit, _ = svi_setup
     erased = np.array([17])
-    keep = gmm.remaining_indices(erased, 400)
+    keep = datasets.remaining_indices(erased, 400)
     refit = fit_svi(MODEL, data.points[keep], noise, initial=fit[0])
     for hessian in ("after", "before"):
         processed = forget_svi(MODEL, fit[0], data.points, erased, noise, hessian=hessian)
@@ -252,7 +252,7 @@ def test_forget_svi_single_point_is_second_order_accurate(data, svi_setup):
 
 def test_forget_svi_batch_and_chunks(data, svi_setup):
     noise, fit, erased = svi_setup
-    keep = gmm.remaining_indices(erased, 400)
+    keep = datasets.remaining_indices(erased, 400)
     refit = fit_svi(MODEL, data.points[keep], noise)
 
     def ratio(gamma):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from unlearnkit import NotPositiveDefiniteError, SamplerInfo
-from unlearnkit import datasets as gmm
+from unlearnkit import datasets
 from unlearnkit.bif import (
     SGHMC,
     SGLD,
@@ -158,19 +158,19 @@ MODEL = GaussianMixtureModel()
 
 @pytest.fixture(scope="module")
 def gmm_samples():
-    data = gmm.make_gmm_data(400, seed=5)
+    data = datasets.make_gmm_data(400, seed=5)
     centres = mixture.kmeans_centres(data.points, 4, seed=0).reshape(-1)
     initial = centres + 0.1 * np.random.default_rng(0).standard_normal((64, 8))
     sampler = SGLD(MODEL.h, MODEL.f, step_size=1e-3, batch_size=50, num_steps=400, record_every=400)
     samples = sampler.sample(data.points, initial, seed=0)
-    erased = np.random.default_rng(1).permutation(gmm.structured_removal(data, per_cluster=60))
+    erased = np.random.default_rng(1).permutation(datasets.structured_removal(data, per_cluster=60))
     return data, samples, erased
 
 
 @pytest.mark.parametrize("hessian", ["after", "before"])
 def test_forget_samples_equals_influence_unlearn_per_sample(gmm_samples, hessian):
     data, samples, erased = gmm_samples
-    keep = gmm.remaining_indices(erased, len(data.points))
+    keep = datasets.remaining_indices(erased, len(data.points))
     energy_points = tf.constant(data.points[keep] if hessian == "after" else data.points)
     removed = tf.constant(data.points[erased])
     # the per-sample reference always uses the Hessian of energy_points ("before" form)
@@ -215,7 +215,7 @@ def test_forget_samples_is_exact_for_a_conjugate_gaussian():
 
 def test_forget_samples_moves_centres_towards_retraining(gmm_samples):
     data, samples, erased = gmm_samples
-    keep = gmm.remaining_indices(erased, len(data.points))
+    keep = datasets.remaining_indices(erased, len(data.points))
     initial = samples.numpy()
     sampler = SGLD(MODEL.h, MODEL.f, step_size=1e-3, batch_size=50, num_steps=400, record_every=400)
     retrained = sampler.sample(data.points[keep], initial, seed=9).numpy().mean(0).reshape(4, 2)

@@ -121,14 +121,24 @@ def test_default_smoothing_agrees_with_a_sharper_one() -> None:
 def test_non_traceable_likelihood_falls_back_to_eager() -> None:
     q_full, erased = logistic_problem()
 
-    def numpy_likelihood(theta):  # .numpy() fails inside tf.function
-        return tf.constant(erased(theta).numpy())
+    def eager_only(theta):  # Python control flow on a tensor's value: fails inside tf.function
+        if float(tf.reduce_max(tf.abs(theta))) > 1e6:
+            raise ValueError("unreachable")
+        return erased(theta)
 
     q_a = unlearn_eubo(q_full, erased, 0.0, seed=0, num_samples=500)
-    # The NumPy round trip has no gradient, so only the KL term moves the belief:
-    # the fallback must still run and return q_full's neighbourhood without error.
-    q_b = unlearn_eubo(q_full, numpy_likelihood, 0.0, seed=0, num_samples=500)
-    assert np.all(np.isfinite(q_b.loc)) and not np.allclose(q_a.loc, q_full.loc)
+    q_b = unlearn_eubo(q_full, eager_only, 0.0, seed=0, num_samples=500)
+    np.testing.assert_allclose(q_b.covariance(), q_a.covariance(), rtol=1e-8)
+
+
+def test_unlearn_eubo_with_a_numpy_likelihood_is_refused() -> None:
+    q_full, erased = logistic_problem()
+
+    def numpy_likelihood(theta):  # no gradient: the EUBO would silently return q_full
+        return tf.constant(erased(theta).numpy())
+
+    with pytest.raises(ValueError, match="no gradient"):
+        unlearn_eubo(q_full, numpy_likelihood, 0.0, seed=0, num_samples=500)
 
 
 # --- unlearn_eubo: reliability ------------------------------------------------------

@@ -29,6 +29,9 @@ __all__ = [
     "check_shape",
     "check_callable",
     "check_log_likelihood_values",
+    "check_differentiable",
+    "check_theta",
+    "factor_is_positive_definite",
     "check_positive_int",
     "check_nonnegative_int",
     "check_nonnegative_number",
@@ -253,6 +256,26 @@ def check_binary_labels(value: object, name: str) -> tf.Tensor:
     return tensor
 
 
+def factor_is_positive_definite(factor_diagonal: np.ndarray, matrix_diagonal: np.ndarray) -> bool:
+    """The package's one rule for positive definiteness, given a Cholesky factor ``L`` of ``A``.
+
+    ``A [..., d, d]`` counts as positive definite when its factor is finite and
+    ``min_i L_ii^2 > d * eps * max_i A_ii`` for every matrix of the batch (``eps`` the float64
+    machine epsilon): a pivot below that is rounding noise, not curvature.
+
+    Args:
+        factor_diagonal: ``[..., d]`` the diagonal of ``L``.
+        matrix_diagonal: ``[..., d]`` the diagonal of ``A``.
+    """
+    factor_diagonal = np.asarray(factor_diagonal, dtype=np.float64)
+    matrix_diagonal = np.asarray(matrix_diagonal, dtype=np.float64)
+    if not np.all(np.isfinite(factor_diagonal)):
+        return False
+    dim = factor_diagonal.shape[-1]
+    threshold = dim * np.finfo(np.float64).eps * np.abs(matrix_diagonal).max(axis=-1)
+    return bool(np.all(np.min(factor_diagonal**2, axis=-1) > threshold))
+
+
 def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNormalTriL:
     """A Gaussian belief over a vector, as a ``tfd.MultivariateNormalTriL``.
 
@@ -293,11 +316,11 @@ def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNorma
         except tf.errors.InvalidArgumentError as err:
             raise NotPositiveDefiniteError(f"{name}'s covariance is not positive definite") from err
     diagonal = tf.linalg.diag_part(scale).numpy()
-    size = np.abs(diagonal)
-    if not np.all(np.isfinite(diagonal)) or size.min() <= size.size * np.finfo(np.float64).eps * size.max():
+    variances = tf.reduce_sum(scale**2, axis=-1).numpy()  # the covariance's diagonal
+    if not factor_is_positive_definite(diagonal, variances):
         raise NotPositiveDefiniteError(
             f"{name} is degenerate: its covariance is singular (the scale's diagonal has "
-            f"{'a zero' if size.min() == 0 else 'an entry ' + format(size.min(), '.3g')})"
+            f"{'a zero' if np.abs(diagonal).min() == 0 else 'an entry ' + format(np.abs(diagonal).min(), '.3g')})"
         )
     if isinstance(q, tfd.MultivariateNormalTriL) and np.all(diagonal > 0):
         return q
@@ -335,3 +358,40 @@ def check_log_likelihood_values(
             f"theta of shape [S, d], got {values.shape.as_list()}"
         )
     return ensure_finite(tf.cast(values, tf.float64), f"the output of {name}")
+
+
+def check_differentiable(
+    log_likelihood: Callable, theta: tf.Tensor, name: str = "erased_log_likelihood"
+) -> None:
+    """Raise ``ValueError`` unless ``log_likelihood(theta)`` has a gradient in ``theta``.
+
+    A callable that goes through NumPy returns values but no gradient; an optimiser would
+    then see only the rest of its objective and return a silently wrong answer.
+    """
+    theta = tf.convert_to_tensor(theta)
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        values = tf.reduce_sum(tf.cast(log_likelihood(theta), tf.float64))
+    if tape.gradient(values, theta) is None:
+        raise ValueError(
+            f"{name} has no gradient with respect to theta: it must be written with TensorFlow "
+            f"operations (a likelihood computed with NumPy cannot be differentiated)"
+        )
+
+
+def check_theta(theta: object, dim: int, name: str = "theta") -> tf.Tensor:
+    """``theta`` as a finite float64 tensor of shape ``[S, dim]`` (eagerly or compiled).
+
+    Raises:
+        TypeError: ``theta`` is not float64 (a float32 tensor must be cast first).
+        ValueError: wrong shape, or NaN / infinite entries.
+    """
+    if not isinstance(theta, (tf.Tensor, tf.Variable)):
+        theta = tf.constant(as_float64_array(theta, name, check_finite=False))
+    if theta.dtype != tf.float64:
+        raise TypeError(
+            f"{name} must be a float64 tensor [S, {dim}], got dtype {theta.dtype.name} "
+            f"(cast it with tf.cast(theta, tf.float64))"
+        )
+    check_shape(theta.shape.as_list(), name, 2, [None, dim])
+    return ensure_finite(theta, name)

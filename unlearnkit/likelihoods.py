@@ -13,19 +13,12 @@ from typing import Callable
 
 import tensorflow as tf
 
-from unlearnkit._validation import as_float64, check_binary_labels
+from unlearnkit._validation import as_float64, check_binary_labels, check_theta
 
 __all__ = ["LogLikelihood", "logistic_log_likelihood", "linear_gaussian_log_likelihood"]
 
 LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 """``theta [S, d] -> log p(D | theta) [S]``."""
-
-
-def _check_theta(theta: tf.Tensor, dim: int) -> tf.Tensor:
-    theta = tf.convert_to_tensor(theta, dtype=tf.float64)
-    if theta.shape.rank != 2 or theta.shape[-1] != dim:
-        raise ValueError(f"theta must have shape [S, {dim}], got {theta.shape.as_list()}")
-    return theta
 
 
 def logistic_log_likelihood(X: object, y: object) -> LogLikelihood:
@@ -46,7 +39,7 @@ def logistic_log_likelihood(X: object, y: object) -> LogLikelihood:
     dim = X.shape[1]
 
     def log_likelihood(theta: tf.Tensor) -> tf.Tensor:
-        logits = tf.matmul(_check_theta(theta, dim), X, transpose_b=True)  # [S, n]
+        logits = tf.matmul(check_theta(theta, dim), X, transpose_b=True)  # [S, n]
         return -tf.reduce_sum(tf.math.softplus(-signs * logits), axis=-1)
 
     return log_likelihood
@@ -74,7 +67,7 @@ def linear_gaussian_log_likelihood(X: object, y: object, noise_variance: float) 
     log_norm = -0.5 * X.shape[0] * math.log(2.0 * math.pi * noise)
 
     def log_likelihood(theta: tf.Tensor) -> tf.Tensor:
-        residuals = y - tf.matmul(_check_theta(theta, dim), X, transpose_b=True)  # [S, n]
+        residuals = y - tf.matmul(check_theta(theta, dim), X, transpose_b=True)  # [S, n]
         return log_norm - 0.5 * tf.reduce_sum(residuals**2, axis=-1) / noise
 
     return log_likelihood

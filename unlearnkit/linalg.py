@@ -1,8 +1,8 @@
 """Checked linear algebra: positive-definite factorisations and solves, conjugate gradients.
 
 One rule decides whether a symmetric matrix ``A [d, d]`` is positive definite, everywhere in
-the package: its Cholesky factor ``L`` exists and ``min_i L_ii^2 > d * eps * max_i A_ii``
-(``eps`` the float64 machine epsilon). A matrix that fails it raises
+the package (:func:`unlearnkit._validation.factor_is_positive_definite`): its Cholesky factor
+``L`` exists and ``min_i L_ii^2 > d * eps * max_i A_ii`` (``eps`` the float64 machine epsilon). A matrix that fails it raises
 :class:`~unlearnkit.errors.NotPositiveDefiniteError`, with the smallest eigenvalue and the
 damping that would make it positive definite.
 """
@@ -16,7 +16,11 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from unlearnkit._validation import check_nonnegative_number, check_positive_int
+from unlearnkit._validation import (
+    check_nonnegative_number,
+    check_positive_int,
+    factor_is_positive_definite,
+)
 from unlearnkit.diagnostics import SolverInfo
 from unlearnkit.errors import ConvergenceWarning, NotPositiveDefiniteError
 
@@ -81,10 +85,8 @@ def cholesky(
         factor = tf.linalg.cholesky(matrix)
     except tf.errors.InvalidArgumentError:
         raise _not_positive_definite(matrix.numpy(), name, hint) from None
-    diagonal = tf.linalg.diag_part(factor).numpy()
-    scale = np.abs(tf.linalg.diag_part(matrix).numpy()).max(axis=-1)
-    if not np.all(np.isfinite(diagonal)) or np.any(
-        np.min(diagonal, axis=-1) ** 2 <= dim * _EPS * scale
+    if not factor_is_positive_definite(
+        tf.linalg.diag_part(factor).numpy(), tf.linalg.diag_part(matrix).numpy()
     ):
         raise _not_positive_definite(matrix.numpy(), name, hint)
     return factor

@@ -27,12 +27,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
-
 import scipy.cluster.vq
+import tensorflow as tf
+import tensorflow_probability as tfp
 from scipy.optimize import linear_sum_assignment
 
-from unlearnkit._validation import as_float64, check_positive_int, ensure_finite
+from unlearnkit._validation import as_float64, check_positive_int
 from unlearnkit.seeds import Seed, sanitize_seed
 
 __all__ = [
@@ -43,29 +43,6 @@ __all__ = [
     "match_centres",
     "centre_distance",
 ]
-
-
-def _as_tensor(value: object, name: str, shape: list) -> tf.Tensor:
-    """Check shape and finiteness; tensors and variables stay differentiable (no NumPy trip).
-
-    Inside a ``tf.function`` only the static shape is checked (values are unknown there).
-    """
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        tensor = tf.convert_to_tensor(value)
-        if not (tensor.dtype.is_floating or tensor.dtype.is_integer):
-            raise TypeError(f"{name} must be numeric, got dtype {tensor.dtype.name}")
-        tensor = tf.cast(tensor, tf.float64)
-    else:
-        tensor = as_float64(value, name)
-    actual = tensor.shape.as_list()
-    if len(actual) != len(shape) or any(
-        want is not None and got is not None and want != got for want, got in zip(shape, actual)
-    ):
-        want_text = [("?" if s is None else s) for s in shape]
-        raise ValueError(f"{name} must have shape {want_text}, got {actual}")
-    if tf.executing_eagerly():
-        ensure_finite(tensor, name)
-    return tensor
 
 
 @dataclass(frozen=True)
@@ -101,19 +78,19 @@ class GaussianMixtureModel:
     # ----------------------------------------------------------------- checks
     def check_theta(self, theta: object, name: str = "theta") -> tf.Tensor:
         """``theta`` as a finite float64 ``[C, K*D]`` tensor."""
-        return _as_tensor(theta, name, [None, self.num_params])
+        return as_float64(theta, name, shape=[None, self.num_params])
 
     def check_points(self, points: object, name: str = "points") -> tf.Tensor:
         """``points`` as a finite float64 ``[n, D]`` tensor."""
-        return _as_tensor(points, name, [None, self.dim])
+        return as_float64(points, name, shape=[None, self.dim])
 
     def check_gamma(self, gamma: object, name: str = "gamma") -> tf.Tensor:
         """``gamma`` as a finite float64 ``[2*K*D]`` vector of variational parameters."""
-        return _as_tensor(gamma, name, [2 * self.num_params])
+        return as_float64(gamma, name, shape=[2 * self.num_params])
 
     def check_noise(self, noise: object, name: str = "noise") -> tf.Tensor:
         """``noise`` as a finite float64 ``[M, K*D]`` tensor of base samples, M >= 1."""
-        noise = _as_tensor(noise, name, [None, self.num_params])
+        noise = as_float64(noise, name, shape=[None, self.num_params])
         if noise.shape[0] == 0:
             raise ValueError(f"{name} must hold at least one base sample")
         return noise
@@ -142,7 +119,7 @@ class GaussianMixtureModel:
         if points.shape.rank not in (2, 3):
             raise ValueError(f"points must have shape [n, {self.dim}] or [C, b, {self.dim}], "
                              f"got {points.shape.as_list()}")
-        points = _as_tensor(points, "points", [None] * (points.shape.rank - 1) + [self.dim])
+        points = as_float64(points, "points", shape=[None] * (points.shape.rank - 1) + [self.dim])
         mu = self.centres(theta)[:, None, :, :]  # [C, 1, K, D]
         diff = points[..., None, :] - mu  # [C, n, K, D]
         log_norm = -math.log(self.num_components) - 0.5 * self.dim * math.log(2.0 * math.pi)
@@ -280,7 +257,7 @@ class GaussianMixtureModel:
         scale = as_float64(scale, "scale", shape=[self.num_params])
         if not bool(tf.reduce_all(scale > 0.0)):
             raise ValueError("scale must be positive")
-        rho = scale + tf.math.log(-tf.math.expm1(-scale))  # inverse softplus, stable
+        rho = tfp.math.softplus_inverse(scale)
         return tf.concat([mean, rho], 0)
 
 

@@ -168,7 +168,13 @@ class _StochasticGradientSampler:
                 f"initial must have shape [C, P] with C, P >= 1, got {initial.shape.as_list()}"
             )
         self._check_energies(points, initial)
-        samples, trace = self._run(points, initial, sanitize_seed(seed))
+        try:
+            samples, trace = self._run(points, initial, sanitize_seed(seed))
+        except tf.errors.InvalidArgumentError as err:  # a compiled finiteness check failed
+            raise ValueError(
+                f"the sampler's states became NaN or infinite (the run diverged: reduce the step "
+                f"size): {err.message.splitlines()[0]}"
+            ) from None
         ensure_finite(trace, "the sampler's states (the run diverged: reduce the step size)")
         if not return_info:
             return samples

@@ -29,7 +29,8 @@ from unlearnkit._validation import (
 from unlearnkit.bif.forgetting import svi_energy_derivatives
 from unlearnkit.bif.mixture import GaussianMixtureModel, kmeans_centres
 from unlearnkit.diagnostics import OptimizationInfo
-from unlearnkit.errors import ConvergenceWarning
+from unlearnkit import linalg
+from unlearnkit.errors import ConvergenceWarning, NotPositiveDefiniteError
 from unlearnkit.linalg import check_tolerance
 from unlearnkit.optimize import minimize_lbfgs
 
@@ -104,9 +105,11 @@ def fit_svi(
     for _ in range(newton_steps):
         if float(tf.reduce_max(tf.abs(gradient))) <= tolerance:
             break
-        if float(tf.reduce_min(tf.linalg.eigvalsh(hessian))) <= 0.0:
+        try:
+            step = linalg.solve_positive_definite(hessian, gradient, name="the SVI Hessian")
+        except NotPositiveDefiniteError:  # not yet in the basin of a minimum: stop polishing
             break
-        gamma = gamma - tf.linalg.solve(hessian, gradient[:, None])[:, 0]
+        gamma = gamma - step
         path.append(gamma.numpy())
         gradient, hessian = svi_energy_derivatives(model, gamma, points, noise)
     gamma = ensure_finite(gamma, "the fitted gamma")

@@ -16,6 +16,7 @@ point (no adjustment); ``lam = 1`` keeps none (nothing is unlearned).
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -25,9 +26,8 @@ from unlearnkit._validation import (
     check_callable,
     check_log_likelihood_values,
     check_nonnegative_number,
-    check_shape,
+    check_theta,
     check_unit_interval,
-    ensure_finite,
 )
 from unlearnkit.likelihoods import LogLikelihood
 
@@ -37,7 +37,6 @@ __all__ = [
     "AdjustedLogLikelihood",
     "adjusted_log_likelihood",
     "adjusted_region_radius_squared",
-    "check_theta",
 ]
 
 
@@ -52,15 +51,6 @@ def adjusted_region_radius_squared(lam: float) -> float:
     """
     lam = check_unit_interval(lam, "lam")
     return math.inf if lam == 0.0 else max(0.0, -2.0 * math.log(lam))
-
-
-def check_theta(theta: object, dim: int, name: str = "theta") -> tf.Tensor:
-    """``theta`` as a finite float64 tensor of shape ``[S, dim]`` (eagerly or compiled)."""
-    theta = tf.convert_to_tensor(theta)
-    if theta.dtype != tf.float64:
-        raise TypeError(f"{name} must be a float64 tensor [S, {dim}], got dtype {theta.dtype.name}")
-    check_shape(theta.shape.as_list(), name, 2, [None, dim])
-    return ensure_finite(theta, name)
 
 
 class AdjustedLogLikelihood:
@@ -110,7 +100,12 @@ class AdjustedLogLikelihood:
     def __call__(self, theta: tf.Tensor) -> tf.Tensor:
         return self.smoothed(theta, 0.0)
 
-    def smoothed(self, theta: tf.Tensor, boundary_smoothing: float) -> tf.Tensor:
+    def smoothed(
+        self,
+        theta: tf.Tensor,
+        boundary_smoothing: float,
+        mahalanobis_squared: Optional[tf.Tensor] = None,
+    ) -> tf.Tensor:
         """The adjusted log-likelihood with the region's indicator replaced by a smooth step.
 
         Inside the region, ``log p(D_e | theta)`` is multiplied by
@@ -123,6 +118,9 @@ class AdjustedLogLikelihood:
         Args:
             theta: ``[S, d]`` float64.
             boundary_smoothing: width of the step relative to the radius, >= 0.
+            mahalanobis_squared: ``[S]``, the squared Mahalanobis distances of ``theta``
+                under ``q_full``, when the caller already has them (for example from
+                samples drawn in coordinates whitened by ``q_full``); computed if omitted.
 
         Returns:
             ``[S]``.
@@ -132,7 +130,9 @@ class AdjustedLogLikelihood:
             return values
         if self.radius_squared == 0.0:  # lam = 1: p_adj = 1 everywhere
             return tf.zeros_like(values)
-        distance_squared = self.mahalanobis_squared(theta)
+        if mahalanobis_squared is None:
+            mahalanobis_squared = self.mahalanobis_squared(theta)
+        distance_squared = mahalanobis_squared
         if boundary_smoothing == 0.0:
             return tf.where(distance_squared < self.radius_squared, values, tf.zeros_like(values))
         distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))

@@ -31,7 +31,7 @@ from typing import Optional, Tuple, Union
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit._validation import as_gaussian_belief, check_positive_int
+from unlearnkit._validation import as_gaussian_belief, check_differentiable, check_positive_int
 from unlearnkit.diagnostics import OptimizationInfo
 from unlearnkit.likelihoods import LogLikelihood
 from unlearnkit.linalg import check_tolerance
@@ -66,7 +66,8 @@ class _WhitenedEUBO:
     def value(self, a: tf.Tensor, B: tf.Tensor, smoothing: float) -> tf.Tensor:
         z = a + tf.matmul(self.eps, B, transpose_b=True)  # [S, d], whitened samples of q_u
         theta = self.q_full.loc + tf.matmul(z, self.q_full.scale.to_dense(), transpose_b=True)
-        expected = tf.reduce_mean(self.adjusted.smoothed(theta, smoothing))
+        distance_squared = tf.reduce_sum(z**2, axis=-1)  # z is whitened by q_full
+        expected = tf.reduce_mean(self.adjusted.smoothed(theta, smoothing, distance_squared))
         kl = tfd.kl_divergence(gaussian.whitened_belief(a, B), self.standard)
         return expected + kl
 
@@ -177,6 +178,7 @@ def unlearn_eubo(
     problem = _WhitenedEUBO(adjusted, num_samples, seed)
     dim = problem.dim
     start_value = problem.value(tf.zeros([dim], tf.float64), tf.eye(dim, dtype=tf.float64), 0.0)
+    check_differentiable(adjusted.erased_log_likelihood, adjusted.q_full.sample(2, seed=(0, 0)))
     if adjusted.lam == 1.0:  # p_adj = 1: the KL term alone, minimised by q_full itself
         info = OptimizationInfo(float(start_value), 0, 1, True, "lam = 1: nothing to unlearn", 0.0)
         result = gaussian.copy_belief(adjusted.q_full)

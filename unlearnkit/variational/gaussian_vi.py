@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 from unlearnkit._validation import (
     as_gaussian_belief,
     check_callable,
+    check_differentiable,
     check_log_likelihood_values,
     check_positive_int,
 )
@@ -159,6 +160,9 @@ def fit_gaussian_vi(
     """
     prior = _check_inputs(log_likelihood, prior)
     dim = int(prior.event_shape[0])
+    probe = prior.sample(2, seed=(0, 0))
+    check_log_likelihood_values(log_likelihood(probe), 2, "log_likelihood")
+    check_differentiable(log_likelihood, probe, "log_likelihood")
     num_samples = check_positive_int(num_samples, "num_samples")
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     tolerance = check_tolerance(tolerance)
