@@ -132,7 +132,14 @@ async () => {
   prose.querySelectorAll('pre, code, script, style, mjx-container, mjx-assistive-mml, .highlight')
        .forEach(el => el.remove());
   const maths = Array.from(document.querySelectorAll('.math'));
+  // Display formulas wider than their column (reported in report.json, not asserted).
+  const wideFormulas = Array.from(document.querySelectorAll('div.math')).map(div => {
+    const math = div.querySelector('mjx-math');
+    return math ? {width: Math.round(math.getBoundingClientRect().width), column: div.clientWidth,
+                   id: div.id} : null;
+  }).filter(f => f && f.width > f.column);
   return {
+    wide_formulas: wideFormulas,
     url: location.href,
     mathjax: !!window.MathJax,
     maths: maths.length,
