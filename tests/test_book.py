@@ -52,6 +52,8 @@ def test_notebook_starts_with_colab_setup(notebook: Path) -> None:
     assert f"git+{url}" in source, "the set-up cell must install from _config.yml's repository.url"
     for needed in ("TF_CPP_MIN_LOG_LEVEL", "np.random.seed", "tf.random.set_seed"):
         assert needed in source
+    # The install keeps Colab's NumPy 2 (tests/test_colab.py): no restart to advise.
+    assert "restart" not in source.lower()
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
