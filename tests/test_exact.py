@@ -591,6 +591,30 @@ def test_posterior_drops_negative_eigenvalues_that_are_rounding() -> None:
     assert projected > 0  # the fallback was exercised
 
 
+def test_posterior_that_overflows_raises_value_error_naming_noise_variance() -> None:
+    model = LinearGaussian(np.zeros(1), np.eye(1), 1e-300).observe([[1e10]], [1e10])
+    with pytest.raises(ValueError, match="noise_variance"):
+        model.posterior_mean
+    model = LinearGaussian(np.zeros(1), np.eye(1), 1e-300).observe([[0.0]], [1e10])
+    with pytest.raises(ValueError, match="noise_variance"):
+        model.log_marginal_likelihood()
+
+
+def test_huge_values_raise_value_errors_without_warnings() -> None:
+    # The overflow checks used to run sums that overflowed with a RuntimeWarning.
+    import warnings
+
+    model = LinearGaussian(np.zeros(2), np.eye(2), 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            model.observe([[1e200, 1.0]], [1.0])
+        big = model.observe([[1e154, 1e154]], [1e154])
+        with pytest.raises(ValueError, match="too large"):
+            big.observe([[1e154, 1e154]], [1e154])
+        assert big.unlearn([[1e154, 1e154]], [1e154]).num_observations == 0
+
+
 def test_distribution_scale_is_a_lower_cholesky_factor_of_the_covariance() -> None:
     X, y = _regression(30, 4)
     model = _prior(4).observe(X, y)

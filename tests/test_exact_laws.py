@@ -208,3 +208,74 @@ def test_unlearning_in_one_batch_or_row_by_row_gives_the_same_posterior(case) ->
     bound = 8 * EPS * np.sqrt(np.outer(weight, weight))
     assert (np.abs(once.gram - one_by_one.gram) <= bound).all()
     assert_posteriors_agree(once, one_by_one, bound)
+
+
+extreme_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-1e-300, 1e-300),
+    st.sampled_from([0.0, 1.0, -1.0, 0.1, 1e-160, 1e150, 3e153, -1e154]),
+)
+
+
+@given(
+    data=st.data(),
+    dim=st.integers(1, 3),
+    prior_variance=st.sampled_from([1e-300, 1e-10, 1.0, 1e10, 1e300]),
+    noise_variance=st.sampled_from([1e-300, 1e-8, 1.0, 1e300]),
+)
+def test_any_input_gives_a_value_error_or_a_finite_result(
+    data, dim, prior_variance, noise_variance
+) -> None:
+    """Extreme values (NaN, inf, squares that overflow or underflow, huge and tiny prior
+    and noise): every call raises ValueError or returns finite values, issues no
+    warning, changes neither the model nor the inputs, and unlearning rows that were
+    observed is never refused."""
+    import warnings
+
+    from unlearnkit.errors import NotPositiveDefiniteError
+
+    model = LinearGaussian(np.zeros(dim), prior_variance * np.eye(dim), noise_variance)
+    seen: list = []  # rows observed and not yet unlearned, when known
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(data.draw(st.integers(1, 5))):
+            operation = data.draw(st.sampled_from(["observe", "unlearn", "unlearn seen"]))
+            if operation == "unlearn seen" and seen:
+                count = data.draw(st.integers(1, len(seen)))
+                X = np.array([row for row, _ in seen[:count]])
+                y = np.array([target for _, target in seen[:count]])
+            else:
+                rows = data.draw(st.integers(0, 3))
+                values = data.draw(st.lists(extreme_floats, min_size=rows * (dim + 1), max_size=rows * (dim + 1)))
+                Z = np.array(values, dtype=float).reshape(rows, dim + 1)
+                X, y = Z[:, :dim], Z[:, dim]
+                operation = "observe" if operation == "observe" else "unlearn"
+            copies, before = (X.copy(), y.copy()), model.gram.copy()
+            try:
+                new = getattr(model, "unlearn" if "unlearn" in operation else "observe")(X, y)
+            except ValueError as error:
+                assert operation != "unlearn seen", f"a valid request was refused: {error}"
+                assert "X" in str(error) or "y" in str(error)
+                new = None
+            np.testing.assert_array_equal(model.gram, before)
+            np.testing.assert_array_equal(X, copies[0])
+            np.testing.assert_array_equal(y, copies[1])
+            if new is None:
+                continue
+            model = new
+            if operation == "observe":
+                seen += list(zip(X, y))
+            elif operation == "unlearn seen":
+                seen = seen[len(y) :]
+            else:
+                seen = []  # unknown rows were removed: stop checking validity
+            assert np.isfinite(model.gram).all()
+            try:
+                values = (model.posterior_mean, model.posterior_covariance)
+                assert all(np.isfinite(v).all() for v in values)
+                assert math.isfinite(model.log_marginal_likelihood())
+                model.distribution
+            except NotPositiveDefiniteError:
+                pass
+            except ValueError as error:
+                assert "noise_variance" in str(error), str(error)

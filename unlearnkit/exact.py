@@ -415,8 +415,9 @@ class LinearGaussian:
     _nonzero_less_one: np.ndarray = dataclasses.field(init=False, repr=False)
     # w / _STACK_ROWS, per column, with w as in the module docstring, [d + 1].
     _error_scale: np.ndarray = dataclasses.field(init=False, repr=False)
-    # The sum of the traces of every batch since the statistics were last all zero: an
-    # upper bound on every entry of the statistics and of the error scale (a float).
+    # The sum, over every batch since the statistics were last all zero, of the batch's
+    # largest diagonal entry: a bound on every entry of the statistics and of the error
+    # scale (a float).
     _history: float = dataclasses.field(init=False, repr=False)
     _prior_precision: np.ndarray = dataclasses.field(init=False, repr=False)
     _prior_shift: np.ndarray = dataclasses.field(init=False, repr=False)
@@ -497,15 +498,15 @@ class LinearGaussian:
         Raises:
             ValueError: NaN or infinite values, or statistics that overflow float64.
         """
-        gram, gram_low, nonzero, rows, scale, trace = self._batch(X, y)
-        history = self._history + trace
+        gram, gram_low, nonzero, rows, scale, largest = self._batch(X, y)
+        history = self._history + largest
         if history < _SAFE:  # nothing can overflow
             gram, gram_low = _two_sum(self._gram, self._gram_low, gram, gram_low)
         else:
             with np.errstate(over="ignore", invalid="ignore"):  # checked just below
                 gram, gram_low = _two_sum(self._gram, self._gram_low, gram, gram_low)
         scale += self._error_scale
-        if history >= _SAFE and not (math.isfinite(gram.sum()) and math.isfinite(scale.sum())):
+        if history >= _SAFE and not (np.isfinite(gram).all() and np.isfinite(scale).all()):
             raise ValueError("X, y are too large: their sums of squares overflow float64")
         return self._with_statistics(
             gram,
@@ -534,7 +535,7 @@ class LinearGaussian:
                 have after the subtraction, beyond rounding (the erased rows were not
                 all observed).
         """
-        gram, gram_low, nonzero, rows, scale, trace = self._batch(X, y)
+        gram, gram_low, nonzero, rows, scale, largest = self._batch(X, y)
         num = self._num_observations - rows
         if num < 0:
             raise ValueError(
@@ -551,7 +552,7 @@ class LinearGaussian:
                 "[X y] would have non-zero values in "
                 + ("fewer than 0 rows)" if less_one.min() < -1 else "more rows than remain)")
             )
-        history = self._history + trace
+        history = self._history + largest
         if history < _SAFE:  # nothing can overflow
             gram, gram_low = _two_sum(self._gram, self._gram_low, gram, gram_low, subtract=True)
         else:
@@ -560,7 +561,7 @@ class LinearGaussian:
                     self._gram, self._gram_low, gram, gram_low, subtract=True
                 )
         scale += self._error_scale
-        if history >= _SAFE and not math.isfinite(scale.sum()):
+        if history >= _SAFE and not np.isfinite(scale).all():
             raise ValueError("X, y are too large: their sums of squares overflow float64")
         if not _is_possible(gram, gram_low, less_one, scale, num, common):
             raise ValueError(
@@ -575,11 +576,11 @@ class LinearGaussian:
     ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, int, np.ndarray, float]:
         """Statistics of a batch, after checking the arguments.
 
-        Returns ``(gram, gram_low, nonzero, rows, scale, trace)``: ``[X y]^T [X y]`` as
-        a double-double pair (``gram_low`` is None when there is a single block), the
+        Returns ``(gram, gram_low, nonzero, rows, scale, largest)``: ``[X y]^T [X y]``
+        as a double-double pair (``gram_low`` is None when there is a single block), the
         number of rows with a non-zero entry per column, the number of rows, the batch's
-        contribution to ``_error_scale``, and the trace of its Gram matrix (at least its
-        largest entry). All arrays are new (writable).
+        contribution to ``_error_scale``, and its largest diagonal entry (at least the
+        magnitude of every entry). All arrays are new (writable).
         """
         dim = self.dim
         # NaN / inf anywhere in a column makes its diagonal entry of the Gram matrix
@@ -616,15 +617,16 @@ class LinearGaussian:
                     else:
                         gram, gram_low = _two_sum(gram, gram_low, block, None)
             nonzero = counts.astype(np.int64)
-        trace = float(gram.trace())
-        if not math.isfinite(trace):
-            name = "y" if np.isfinite(gram.diagonal()[:dim]).all() else "X"
+        squares = gram.diagonal()
+        largest = float(squares.max())  # NaN and inf propagate; a maximum cannot overflow
+        if not math.isfinite(largest):
+            name = "y" if np.isfinite(squares[:dim]).all() else "X"
             raise ValueError(
                 f"{name} contains NaN or infinite values, or values whose squares overflow"
             )
         # Rounding bound of the batch's sums: (rows per block) * eps * sum of squares.
-        scale = gram.diagonal() * (min(rows, _STACK_ROWS) / _STACK_ROWS)
-        return gram, gram_low, nonzero, rows, scale, trace
+        scale = squares * (min(rows, _STACK_ROWS) / _STACK_ROWS)
+        return gram, gram_low, nonzero, rows, scale, largest
 
     def _with_statistics(
         self,
@@ -653,33 +655,39 @@ class LinearGaussian:
     @functools.cached_property
     def _posterior(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Posterior (mean [d], Cholesky factor of the precision [d, d], covariance [d, d])."""
-        dim = self.dim
-        gram = self._gram[:dim, :dim]
-        precision = self._prior_precision + gram / self.noise_variance
-        chol, info = lapack.dpotrf(precision, lower=1, clean=1)
-        if info != 0 and self._num_observations > 0:
-            # X^T X is within rounding of positive semi-definite (unlearn checked that)
-            # but not quite: drop its negative eigenvalues, which are rounding.
-            root = np.sqrt(self._error_scale[:dim] * _STACK_ROWS)
-            root[root == 0.0] = 1.0  # columns whose statistics are exactly zero
-            values, vectors = np.linalg.eigh(gram / np.outer(root, root))
-            gram = (vectors * np.maximum(values, 0.0)) @ vectors.T * np.outer(root, root)
-            precision = self._prior_precision + gram / self.noise_variance
+        dim, noise = self.dim, self.noise_variance
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            gram = self._gram[:dim, :dim] / noise
+            precision = self._prior_precision + gram
+            shift = self._prior_shift + self._gram[:dim, dim] / noise
+            if not (np.isfinite(precision).all() and np.isfinite(shift).all()):
+                raise ValueError(
+                    "the posterior precision X^T X / noise_variance overflows float64: "
+                    "noise_variance is too small for the scale of X and y"
+                )
             chol, info = lapack.dpotrf(precision, lower=1, clean=1)
-        # A pivot within Cholesky's rounding of zero: the precision is singular in float64,
-        # and the covariance would be noise in some direction.
-        if info != 0 or (
-            np.diag(chol) ** 2 <= 2.0 * (dim + 1) * _EPS * np.diag(precision)
-        ).any():
-            raise NotPositiveDefiniteError(
-                "the posterior precision prior_cov^{-1} + X^T X / noise_variance is "
-                "singular to working precision: the prior precision is too small next to "
-                "the data's statistics (use a smaller prior_cov or a larger noise_variance)"
-            )
-        shift = self._prior_shift + self._gram[:dim, dim] / self.noise_variance
-        mean, _ = lapack.dpotrs(chol, shift, lower=1)
-        cov, _ = lapack.dpotri(chol, lower=1)
-        cov = np.tril(cov) + np.tril(cov, -1).T
+            if info != 0 and self._num_observations > 0:
+                # X^T X is within rounding of positive semi-definite (unlearn checked
+                # that) but not quite: drop its negative eigenvalues, which are rounding.
+                root = np.sqrt(self._error_scale[:dim])
+                values, vectors = np.linalg.eigh(gram / np.outer(root, root))
+                gram = (vectors * np.maximum(values, 0.0)) @ vectors.T * np.outer(root, root)
+                precision = self._prior_precision + gram
+                chol, info = lapack.dpotrf(precision, lower=1, clean=1)
+            # A pivot within Cholesky's rounding of zero: the precision is singular in
+            # float64, and the covariance would be noise in some direction.
+            if info != 0 or (
+                np.diag(chol) ** 2 <= 2.0 * (dim + 1) * _EPS * np.diag(precision)
+            ).any():
+                raise NotPositiveDefiniteError(
+                    "the posterior precision prior_cov^{-1} + X^T X / noise_variance is "
+                    "singular to working precision: the prior precision is too small next "
+                    "to the data's statistics (use a smaller prior_cov or a larger "
+                    "noise_variance)"
+                )
+            mean, _ = lapack.dpotrs(chol, shift, lower=1)
+            cov, _ = lapack.dpotri(chol, lower=1)
+            cov = np.tril(cov) + np.tril(cov, -1).T
         if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
             raise NotPositiveDefiniteError(
                 "the posterior precision is too close to singular: its inverse overflows"
@@ -695,6 +703,7 @@ class LinearGaussian:
         Raises:
             NotPositiveDefiniteError: the posterior precision is singular to working
                 precision (a prior covariance far larger than the data's scale).
+            ValueError: the posterior precision overflows float64.
         """
         return self._posterior[0]
 
@@ -736,17 +745,31 @@ class LinearGaussian:
 
     def log_marginal_likelihood(self) -> float:
         """Log density of the observed targets given the inputs, log p(y | X), with theta
-        integrated out: y ~ N(X prior_mean, X prior_cov X^T + noise_variance I)."""
+        integrated out: y ~ N(X prior_mean, X prior_cov X^T + noise_variance I).
+
+        Raises:
+            NotPositiveDefiniteError: as :attr:`posterior_mean`.
+            ValueError: the posterior, or the result, overflows float64.
+        """
         dim, noise, n = self.dim, self.noise_variance, self._num_observations
         mean, chol, _ = self._posterior
-        log_det_ratio = 0.5 * self._prior_log_det - np.sum(np.log(np.diag(chol)))
-        shift = self._prior_shift + self._gram[:dim, dim] / noise
-        quadratic = (
-            self._gram[dim, dim] / noise
-            + self.prior_mean @ self._prior_shift
-            - mean @ shift
-        )
-        return float(-0.5 * n * math.log(2.0 * math.pi * noise) + log_det_ratio - 0.5 * quadratic)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            log_det_ratio = 0.5 * self._prior_log_det - np.sum(np.log(np.diag(chol)))
+            shift = self._prior_shift + self._gram[:dim, dim] / noise
+            quadratic = (
+                self._gram[dim, dim] / noise
+                + self.prior_mean @ self._prior_shift
+                - mean @ shift
+            )
+            value = float(
+                -0.5 * n * math.log(2.0 * math.pi * noise) + log_det_ratio - 0.5 * quadratic
+            )
+        if not math.isfinite(value):
+            raise ValueError(
+                "the log marginal likelihood overflows float64 (noise_variance is too small "
+                "for the scale of y)"
+            )
+        return value
 
 
 
