@@ -28,19 +28,23 @@ Rounding. :class:`BetaBernoulli` keeps integer counts, so unlearning is exact to
 last bit. :class:`LinearGaussian` keeps floating-point sums, and subtraction cannot
 remove the rounding that happened when the rows were added: after any sequence of
 ``observe`` and ``unlearn`` calls, entry (j, k) of the statistics differs from that of
-the remaining rows by at most about ``4 eps sqrt(w_j w_k)``, where ``eps = 2**-53`` and
+the remaining rows by at most ``4 eps sqrt(w_j w_k)``, where ``eps = 2**-53`` and
 ``w_j`` is the sum, over every batch ever observed *or unlearned*, of the batch's sum
 of squares in column j times its number of rows (capped at 4,096: large batches are
 summed in blocks). The error is thus relative to everything that ever passed through
-the model, not to what remains, and it grows with every call; it is not amplified by
-the number of calls (batches are accumulated in double-double arithmetic, so the only
-rounding left is the rounding inside each batch's own sums). Removing an outlier
-therefore leaves the statistics of the other rows with an error relative to the
-outlier's size, which no cancellation-free subtraction can avoid. Two things are exact:
-a column (or the whole matrix) that is zero in every remaining row is set to exactly
-zero, so an unidentified direction never picks up a rounding residue that a flat prior
-would amplify; and the checks that a request is possible use this bound, so rounding
-never makes a valid request look impossible.
+the model, not to what remains: it grows with every call, by the size of that call's
+batch. It is not amplified by the number of calls or by the size of the running total
+(the total is kept in double-double arithmetic, so what is left is the rounding inside
+each batch's own sums). Removing an outlier therefore leaves the statistics of the
+other rows with an error relative to the outlier's size, which no subtraction of
+floating-point sums can avoid, and a sequence that ends with a few rows after much
+traffic has a relative error of about eps times (traffic / what remains). Two things
+are exact: a column (or the whole matrix) that is zero in every remaining row is set
+to exactly zero, so an unidentified direction never picks up a rounding residue that a
+flat prior would amplify; and the checks that a request is possible use this bound, so
+rounding never makes a valid request look impossible (requests are refused when they
+are impossible by more than the bound: a model cannot tell apart two data sets whose
+statistics differ by less).
 """
 
 from __future__ import annotations
@@ -72,8 +76,11 @@ _EPS = 2.0**-53
 _STACK_ROWS = 4096
 # Every entry (j, k) of LinearGaussian's statistics is within
 # _ERROR_FACTOR * _EPS * sqrt(w_j w_k) of the exact statistics of the remaining rows
-# (w as in the module docstring): 1 for the sums inside the batches, 1 for rounding the
-# double-double total to float64, and a factor of 2 to spare.
+# (w as in the module docstring): a batch of m rows adds at most m eps sqrt(S_jj S_kk)
+# from its own sums and eps sqrt(S_jj S_kk) more when it meets the total (Fast2Sum
+# when the batch is larger than the total), together at most 2 eps sqrt(w_j w_k) by
+# Cauchy-Schwarz; rounding the double-double total to float64 adds eps sqrt(w_j w_k);
+# the rest is to spare (and covers the eps^2 terms).
 _ERROR_FACTOR = 4.0
 # Least value of LinearGaussian's error scale: it covers products that underflow (each
 # is off by at most 2**-1075, and 4 eps _STACK_ROWS _SCALE_FLOOR >= 2**67 * 2**-1075).
@@ -349,17 +356,17 @@ def _two_sum(
     """Double-double (hi + lo) + (other_hi + other_lo), or minus with ``subtract``, as a
     new normalised pair (the high part is the sum rounded to float64).
 
-    Knuth's TwoSum gives the rounding error of ``hi +- other_hi`` exactly; the error of the
-    whole sum is below 2 eps^2 times its magnitude.
+    The rounding error of ``hi +- other_hi`` comes from Dekker's Fast2Sum, exact where
+    ``|hi| >= |other_hi|`` (the running total is usually the larger) and otherwise off
+    by at most eps |other_hi| (plus eps^2 terms): at most the rounding of the batch's own
+    sums, which the error bound already counts once more (see _ERROR_FACTOR).
     """
     if subtract:
         total = hi - other_hi
-        virtual = hi - total  # the part of other_hi that went into total
-        error = (hi - (total + virtual)) - (other_hi - virtual)
+        error = (hi - total) - other_hi  # Fast2Sum: hi - total = other_hi - error
     else:
         total = hi + other_hi
-        virtual = total - hi
-        error = (hi - (total - virtual)) + (other_hi - virtual)
+        error = other_hi - (total - hi)
     error += lo
     if other_lo is not None:
         if subtract:
@@ -545,7 +552,7 @@ class LinearGaussian:
         less_one = self._nonzero_less_one - nonzero
         # Negative values are huge unsigned ones: one reduction checks 1 <= count <= num,
         # the common case (other counts are possible only if 0 <= count <= num).
-        common = int(less_one.view(np.uint64).max()) < num
+        common = int(np.maximum.reduce(less_one.view(np.uint64))) < num
         if not common and (less_one.min() < -1 or less_one.max() >= num):
             raise ValueError(
                 "X, y cannot be unlearned: these rows were not all observed (a column of "
@@ -596,7 +603,7 @@ class LinearGaussian:
             stacked[:, :dim] = X
             stacked[:, dim] = y
             gram = stacked.T.dot(stacked)  # (ndarray.dot issues no overflow warnings)
-            nonzero = (stacked != 0.0).sum(axis=0)
+            nonzero = np.add.reduce(stacked != 0.0, axis=0)  # int64
         else:  # blocks of _STACK_ROWS rows, added in double-double; X is not copied
             counts = np.zeros(dim + 1)  # float64: exact for counts below 2**53
             mask, ones = np.empty((_STACK_ROWS, dim)), np.ones(_STACK_ROWS)
@@ -618,7 +625,7 @@ class LinearGaussian:
                         gram, gram_low = _two_sum(gram, gram_low, block, None)
             nonzero = counts.astype(np.int64)
         squares = gram.diagonal()
-        largest = float(squares.max())  # NaN and inf propagate; a maximum cannot overflow
+        largest = float(np.maximum.reduce(squares))  # NaN, inf propagate; cannot overflow
         if not math.isfinite(largest):
             name = "y" if np.isfinite(squares[:dim]).all() else "X"
             raise ValueError(
