@@ -570,7 +570,11 @@ class LinearGaussian:
         scale += self._error_scale
         if history >= _SAFE and not np.isfinite(scale).all():
             raise ValueError("X, y are too large: their sums of squares overflow float64")
-        if not _is_possible(gram, gram_low, less_one, scale, num, common):
+        # Usually (more rows than columns, no column all zero) the statistics factorise as
+        # they are, which settles the check with one Cholesky factorisation.
+        if not (
+            common and num > self.dim and lapack.dpotrf(gram, lower=1, clean=0)[1] == 0
+        ) and not _is_possible(gram, gram_low, less_one, scale, num, common):
             raise ValueError(
                 "X, y cannot be unlearned: the remaining sufficient statistics are not those "
                 "of any data set (beyond rounding), so these rows were not all observed"
@@ -801,14 +805,9 @@ def _is_possible(
     and its rounding history forgotten); the other columns, shifted by the bound times
     their number (Gershgorin) plus Cholesky's own rounding, must factorise; and when
     there are fewer rows than columns, all but ``num`` eigenvalues must be within the
-    bound of zero. Usually (more rows than columns, no column all zero) ``gram`` itself
-    factorises, which settles the question at the cost of one Cholesky factorisation.
+    bound of zero. (The caller first tries the usual case: more rows than columns, no
+    column all zero, and ``gram`` factorises as it is, hence also when shifted.)
     """
-    size = scale.shape[0]
-    if common and num >= size and lapack.dpotrf(gram, lower=1, clean=0)[1] == 0:
-        # Nothing to snap, no rank to check, and the statistics themselves factorise
-        # (the usual case with more rows than columns): so does the shifted matrix below.
-        return True
     bound = _ERROR_FACTOR * _EPS * _STACK_ROWS  # for the scaling sqrt(scale) used below
     root = np.sqrt(scale)
     if not common:
