@@ -797,10 +797,11 @@ def _is_possible(
     (``common``: none is 0); snaps exact zeros in place (of ``gram``, ``gram_low`` and
     ``scale``).
 
-    In the coordinates ``gram[j, k] / (r_j r_k)`` with ``r_j = sqrt(_STACK_ROWS *
-    scale[j])``, the rounding error of every entry is at most ``_ERROR_FACTOR * eps``
-    (module docstring), every diagonal entry is at most about 1, and the exact
-    statistics are positive semi-definite with rank at most ``num``. So: a column with
+    In the coordinates ``gram[j, k] / (r_j r_k)`` with ``r_j = sqrt(scale[j])`` (and
+    ``scale = w / _STACK_ROWS``, w as in the module docstring), the rounding error of
+    every entry is at most ``_ERROR_FACTOR * eps * _STACK_ROWS``, every diagonal entry
+    is at most about ``_STACK_ROWS``, and the exact statistics are positive
+    semi-definite with rank at most ``num``. So: a column with
     no non-zero entry must be within the bound of zero (it is then set to exactly zero,
     and its rounding history forgotten); the other columns, shifted by the bound times
     their number (Gershgorin) plus Cholesky's own rounding, must factorise; and when
