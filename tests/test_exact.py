@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from unlearnkit import exact
-from unlearnkit.exact import BetaBernoulli, LinearGaussian, grid_unlearn
 from unlearnkit.errors import NotPositiveDefiniteError
+from unlearnkit.exact import BetaBernoulli, LinearGaussian, grid_unlearn
 from unlearnkit.likelihoods import logistic_log_likelihood
 
 tfd = tfp.distributions
@@ -566,7 +566,7 @@ def test_posterior_singular_to_working_precision_raises_not_positive_definite() 
     model = LinearGaussian(np.zeros(2), 1e40 * np.eye(2), 1.0).observe(X, y)
     for attribute in ("posterior_mean", "posterior_covariance", "distribution"):
         with pytest.raises(NotPositiveDefiniteError, match="singular to working precision"):
-            getattr(model, attribute)
+            _ = getattr(model, attribute)
     model.unlearn(X, y)  # the statistics themselves are fine
 
 
@@ -579,7 +579,6 @@ def test_posterior_drops_negative_eigenvalues_that_are_rounding() -> None:
     for _ in range(200):
         outlier = rng.normal(size=(1, 3)) * 1e9
         row = rng.normal(size=(1, 3))
-        row = np.repeat(row, 1, axis=0)
         X, y = np.vstack([outlier, row, 2.0 * row]), np.array([1e9, 0.3, 0.6])
         model = prior.observe(X, y).unlearn(X[:1], y[:1])
         gram = model.gram[:3, :3]
@@ -594,7 +593,7 @@ def test_posterior_drops_negative_eigenvalues_that_are_rounding() -> None:
 def test_posterior_that_overflows_raises_value_error_naming_noise_variance() -> None:
     model = LinearGaussian(np.zeros(1), np.eye(1), 1e-300).observe([[1e10]], [1e10])
     with pytest.raises(ValueError, match="noise_variance"):
-        model.posterior_mean
+        _ = model.posterior_mean
     model = LinearGaussian(np.zeros(1), np.eye(1), 1e-300).observe([[0.0]], [1e10])
     with pytest.raises(ValueError, match="noise_variance"):
         model.log_marginal_likelihood()

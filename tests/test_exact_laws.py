@@ -274,7 +274,7 @@ def test_any_input_gives_a_value_error_or_a_finite_result(
                 values = (model.posterior_mean, model.posterior_covariance)
                 assert all(np.isfinite(v).all() for v in values)
                 assert math.isfinite(model.log_marginal_likelihood())
-                model.distribution
+                _ = model.distribution
             except NotPositiveDefiniteError:
                 pass
             except ValueError as error:

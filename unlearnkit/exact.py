@@ -734,7 +734,7 @@ class LinearGaussian:
         Raises:
             NotPositiveDefiniteError: as :attr:`posterior_mean`.
         """
-        mean, chol, _ = self._posterior
+        mean = self._posterior[0]
         # A lower-triangular square root of P^{-1} from the precision P itself (no second
         # factorisation of the covariance): with J the order-reversing permutation and
         # J P J = M M^T, P^{-1} = S S^T for the lower-triangular S = J M^{-T} J.
