@@ -9,6 +9,8 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from unlearnkit import exact
+from unlearnkit.errors import NotPositiveDefiniteError
 from unlearnkit.exact import BetaBernoulli, LinearGaussian, grid_unlearn
 from unlearnkit.likelihoods import logistic_log_likelihood
 
@@ -138,6 +141,104 @@ def test_beta_bernoulli_unlearning_in_batches_in_any_order(data, seed, batches) 
 def test_beta_bernoulli_observe_then_unlearn_is_identity(seen, data) -> None:
     model = BetaBernoulli(3.0, 1.0).observe(np.array(seen, dtype=int))
     assert model.observe(np.array(data, dtype=int)).unlearn(np.array(data, dtype=int)) == model
+
+
+def _exact_log_marginal(a: float, b: float, ones: int, zeros: int) -> float:
+    """log p(ones, zeros) in exact rational arithmetic (floats are dyadic rationals),
+    rounded once: the reference for log_marginal_likelihood."""
+    A, B = Fraction(a), Fraction(b)
+    numerator = denominator = Fraction(1)
+    for i in range(ones):
+        numerator *= A + i
+    for j in range(zeros):
+        numerator *= B + j
+    for t in range(ones + zeros):
+        denominator *= A + B + t
+    ratio = numerator / denominator
+    exponent = ratio.numerator.bit_length() - ratio.denominator.bit_length()
+    mantissa = ratio / Fraction(2) ** exponent  # in [1/2, 2]
+    return math.log(float(mantissa)) + exponent * math.log(2.0)
+
+
+def test_log_marginal_likelihood_is_accurate_at_a_trillion_observations() -> None:
+    # A difference of log-Gamma values near 2.6e13 lost about 13 of the 16 digits here.
+    n = 10**12
+    uniform = BetaBernoulli(1.0, 1.0)  # p(k ones of n) = 1 / ((n + 1) C(n, k))
+    cases = [
+        (uniform, n, 0, -math.log(n + 1)),
+        (uniform, n - 1, 1, -math.log(n + 1) - math.log(n)),
+        (uniform, 3, n - 3, -math.log(n + 1) - math.log(n * (n - 1) * (n - 2) / 6)),
+        # a = 1, no ones: p = b / (b + z); a = 2: b (b + 1) / ((b + z) (b + z + 1))
+        (BetaBernoulli(1.0, 7.5), 0, n, -math.log1p(n / 7.5)),
+        (BetaBernoulli(2.0, 1e12), 0, n, math.log(1e12 * (1e12 + 1) / (2e12 * (2e12 + 1)))),
+    ]
+    for prior, ones, zeros, expected in cases:
+        model = dataclasses.replace(prior, num_ones=ones, num_zeros=zeros)
+        assert model.log_marginal_likelihood() == pytest.approx(expected, rel=1e-14)
+
+
+def test_log_marginal_likelihood_with_huge_concentrations_is_the_point_mass_limit() -> None:
+    # Beta(a, b) with a, b ~ 1e300 is a point mass at a / (a + b): each one costs
+    # log(a / (a + b)) and each zero log(b / (a + b)). It used to return 0.0.
+    for a, b in [(1e300, 1e300), (1e300, 3e300), (5e299, 1e295)]:
+        for ones, zeros in [(1, 0), (1, 1), (7, 3), (10**12, 10**12 + 5)]:
+            model = BetaBernoulli(a, b, num_ones=ones, num_zeros=zeros)
+            expected = -ones * math.log1p(b / a) - zeros * math.log1p(a / b)
+            assert model.log_marginal_likelihood() == pytest.approx(expected, rel=1e-14)
+
+
+def test_log_marginal_likelihood_with_tiny_and_huge_concentrations() -> None:
+    # Ratios such as b / a overflow float64 here; the exact reference does not.
+    for a, b, ones, zeros in [
+        (3.4e245, 7.9e-258, 33, 41),
+        (1e-300, 1e300, 5, 7),
+        (1e-300, 1e-300, 4, 0),
+        (1e-300, 2.5, 0, 9),
+    ]:
+        model = BetaBernoulli(a, b, num_ones=ones, num_zeros=zeros)
+        expected = _exact_log_marginal(a, b, ones, zeros)
+        assert model.log_marginal_likelihood() == pytest.approx(expected, rel=1e-14, abs=1e-14)
+
+
+concentrations = st.one_of(
+    st.floats(1e-6, 1e8).filter(lambda v: v > 0),
+    st.integers(1, 40).map(float),
+    st.integers(1, 40).map(lambda v: v + 0.5),
+)
+
+
+@given(a=concentrations, b=concentrations, ones=st.integers(0, 150), zeros=st.integers(0, 150))
+def test_beta_bernoulli_log_marginal_likelihood_matches_exact_rational_arithmetic(
+    a, b, ones, zeros
+) -> None:
+    model = BetaBernoulli(a, b, num_ones=ones, num_zeros=zeros)
+    expected = _exact_log_marginal(a, b, ones, zeros)
+    assert abs(model.log_marginal_likelihood() - expected) <= 1e-14 * max(1.0, abs(expected))
+
+
+@given(
+    log_a=st.floats(-300.0, 300.0),
+    log_b=st.floats(-300.0, 300.0),
+    ones=st.integers(0, 40),
+    zeros=st.integers(0, 40),
+)
+def test_beta_bernoulli_log_marginal_likelihood_at_extreme_concentrations(
+    log_a, log_b, ones, zeros
+) -> None:
+    a, b = 10.0**log_a, 10.0**log_b
+    model = BetaBernoulli(a, b, num_ones=ones, num_zeros=zeros)
+    expected = _exact_log_marginal(a, b, ones, zeros)
+    assert abs(model.log_marginal_likelihood() - expected) <= 1e-14 * max(1.0, abs(expected))
+
+
+def test_beta_bernoulli_rejects_counts_beyond_float64_integers() -> None:
+    assert BetaBernoulli(num_ones=2**53).num_ones == 2**53
+    with pytest.raises(ValueError, match="num_ones must be at most 2\\*\\*53"):
+        BetaBernoulli(num_ones=2**53 + 1)
+    with pytest.raises(ValueError, match="num_zeros"):
+        BetaBernoulli(num_zeros=10**400)
+    with pytest.raises(ValueError, match="concentration1 \\+ concentration0 must be finite"):
+        BetaBernoulli(1e308, 1e308)
 
 
 # --- LinearGaussian -----------------------------------------------------------------
@@ -363,6 +464,183 @@ def test_linear_gaussian_observe_then_unlearn_is_identity(seed, seen, n) -> None
     _assert_same_posterior(again, model)
     if seen == 0:  # nothing left: exactly the prior's statistics
         np.testing.assert_array_equal(again.gram, np.zeros((3, 3)))
+
+
+# --- LinearGaussian: rounding in the statistics (issue 15) ---------------------------
+
+
+def test_unlearn_after_cancellation_residue_is_accepted() -> None:
+    # Removing rows 1 and 2 left X^T y = 2.8e-17 in a column that is zero in the only
+    # remaining row; the check then refused every later request, even of zero rows.
+    X = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    y = np.array([0.3, 0.1, 0.2])
+    prior = LinearGaussian(np.zeros(2), np.eye(2), 1.0)
+    model = prior.observe(X, y).unlearn(X[1:2], y[1:2]).unlearn(X[2:3], y[2:3])
+    np.testing.assert_array_equal(model.gram[1], 0.0)  # exactly: the column is all zero
+    np.testing.assert_array_equal(model.gram[:, 1], 0.0)
+    assert model.unlearn(X[:0], y[:0]).num_observations == 1
+    empty = model.unlearn(X[:1], y[:1])
+    np.testing.assert_array_equal(empty.gram, np.zeros((3, 3)))
+    np.testing.assert_array_equal(empty.posterior_mean, prior.posterior_mean)
+    np.testing.assert_array_equal(empty.posterior_covariance, prior.posterior_covariance)
+
+
+def test_unlearn_after_removing_an_outlier_is_accepted() -> None:
+    # The residue of removing the outlier (about 1e-8) exceeded a tolerance relative to
+    # what remained (1e-8 * 0.09); the tolerance is now relative to what was added.
+    X, y = np.array([[1e4], [0.3]]), np.array([3700.0, 0.1])
+    prior = LinearGaussian(np.zeros(1), np.eye(1), 1.0)
+    model = prior.observe(X, y).unlearn(X[:1], y[:1])
+    _assert_same_posterior(model, prior.observe(X[1:], y[1:]), tol=1e-6)
+    empty = model.unlearn(X[1:], y[1:])
+    np.testing.assert_array_equal(empty.gram, np.zeros((2, 2)))
+
+
+def test_model_never_becomes_unusable() -> None:
+    # After any valid sequence, observing and unlearning (even zero rows) still work.
+    X = np.array([[1.0, 0.0, 5.0], [1.0, 1.0, 0.0], [1.0, 1.0, -2.0], [1e5, 0.0, 1.0]])
+    y = np.array([0.3, 0.1, 0.2, 1e4])
+    prior = LinearGaussian(np.zeros(3), np.eye(3), 0.5)
+    model = prior.observe(X, y)
+    for row in [3, 1, 2, 0]:
+        model = model.unlearn(X[row : row + 1], y[row : row + 1])
+        model.unlearn(X[:0], y[:0])
+        again = model.observe(X[row : row + 1], y[row : row + 1]).unlearn(X[row : row + 1], y[row : row + 1])
+        assert again.num_observations == model.num_observations
+    np.testing.assert_array_equal(model.gram, np.zeros((4, 4)))
+    _assert_same_posterior(model.observe(X, y), prior.observe(X, y), tol=1e-12)
+
+
+def test_column_zero_in_every_remaining_row_has_exactly_zero_statistics() -> None:
+    # With a nearly flat prior, a residue of 1e-17 in X^T y for an unidentified column
+    # would move its posterior mean by 1e-17 * 1e12; snapping keeps it at the prior.
+    X = np.array([[1.0, 0.1], [2.0, 0.7], [1.0, 0.0], [3.0, 0.0]])
+    y = np.array([0.3, 0.1, 0.2, 0.7])
+    prior = LinearGaussian(np.array([0.0, 2.0]), 1e12 * np.eye(2), 0.1)
+    model = prior.observe(X, y).unlearn(X[:2], y[:2])
+    assert model.posterior_mean[1] == 2.0
+    assert model.posterior_covariance[1, 1] == 1e12
+    assert model.posterior_covariance[0, 1] == 0.0
+
+
+def test_unlearn_refuses_a_non_zero_value_where_no_observed_row_had_one() -> None:
+    X, y = np.array([[1.0, 0.0], [2.0, 0.0]]), np.array([1.0, 2.0])
+    model = LinearGaussian(np.zeros(2), np.eye(2), 1.0).observe(X, y)
+    with pytest.raises(ValueError, match="not all observed.*fewer than 0 rows"):
+        model.unlearn(np.array([[1.0, 1e-9]]), np.array([1.0]))
+
+
+def test_unlearn_refuses_more_non_zero_rows_than_remain() -> None:
+    # One zero row was observed, two are unlearned: the remaining single row cannot
+    # hold the two non-zero values that remain in the statistics.
+    X, y = np.array([[1.0], [1.0], [0.0]]), np.array([1.0, 1.0, 0.0])
+    model = LinearGaussian(np.zeros(1), np.eye(1), 1.0).observe(X, y)
+    with pytest.raises(ValueError, match="not all observed.*more rows than remain"):
+        model.unlearn(np.zeros((2, 1)), np.zeros(2))
+    assert model.unlearn(np.zeros((1, 1)), np.zeros(1)).num_observations == 2
+
+
+def test_unlearn_refuses_statistics_of_higher_rank_than_the_rows_left() -> None:
+    # Three observed rows, two other rows unlearned: what remains is positive definite,
+    # but one row has a rank-one Gram matrix.
+    X = np.array([[10.0, 1.0], [1.0, 10.0], [1.0, 1.0]])
+    y = np.array([1.0, 1.0, 10.0])
+    model = LinearGaussian(np.zeros(2), np.eye(2), 1.0).observe(X, y)
+    with pytest.raises(ValueError, match="not all observed"):
+        model.unlearn(np.array([[1.0, 1.0], [2.0, 1.0]]), np.array([1.0, 1.0]))
+    assert model.unlearn(X[:2], y[:2]).num_observations == 1
+
+
+def test_observe_refuses_statistics_that_overflow() -> None:
+    model = LinearGaussian(np.zeros(1), np.eye(1), 1.0).observe([[1e154]], [0.0])
+    with pytest.raises(ValueError, match="too large"):
+        model.observe([[1e154]], [0.0])
+    assert model.num_observations == 1  # the model itself is unchanged and usable
+    assert model.unlearn([[1e154]], [0.0]).num_observations == 0
+
+
+def test_posterior_singular_to_working_precision_raises_not_positive_definite() -> None:
+    # Two identical rows and a prior variance of 1e40: the posterior precision is
+    # singular to working precision, so there is no float64 posterior covariance.
+    X, y = np.array([[1.0, 1.0], [1.0, 1.0]]), np.array([1.0, 1.0])
+    model = LinearGaussian(np.zeros(2), 1e40 * np.eye(2), 1.0).observe(X, y)
+    for attribute in ("posterior_mean", "posterior_covariance", "distribution"):
+        with pytest.raises(NotPositiveDefiniteError, match="singular to working precision"):
+            _ = getattr(model, attribute)
+    model.unlearn(X, y)  # the statistics themselves are fine
+
+
+def test_posterior_drops_negative_eigenvalues_that_are_rounding() -> None:
+    # After removing a huge row, X^T X is within rounding of rank one but can be
+    # slightly indefinite; with a weak prior the precision would not factorise.
+    rng = np.random.default_rng(3)
+    prior = LinearGaussian(np.zeros(3), 1e10 * np.eye(3), 1e-3)
+    projected = 0
+    for _ in range(200):
+        outlier = rng.normal(size=(1, 3)) * 1e9
+        row = rng.normal(size=(1, 3))
+        X, y = np.vstack([outlier, row, 2.0 * row]), np.array([1e9, 0.3, 0.6])
+        model = prior.observe(X, y).unlearn(X[:1], y[:1])
+        gram = model.gram[:3, :3]
+        if np.linalg.eigvalsh(model._prior_precision + gram / 1e-3)[0] < 0:
+            projected += 1
+        mean, cov = model.posterior_mean, model.posterior_covariance
+        assert np.isfinite(mean).all() and np.isfinite(cov).all()
+        assert np.linalg.eigvalsh(cov)[0] > 0
+    assert projected > 0  # the fallback was exercised
+
+
+def test_posterior_that_overflows_raises_value_error_naming_noise_variance() -> None:
+    model = LinearGaussian(np.zeros(1), np.eye(1), 1e-300).observe([[1e10]], [1e10])
+    with pytest.raises(ValueError, match="noise_variance"):
+        _ = model.posterior_mean
+    model = LinearGaussian(np.zeros(1), np.eye(1), 1e-300).observe([[0.0]], [1e10])
+    with pytest.raises(ValueError, match="noise_variance"):
+        model.log_marginal_likelihood()
+
+
+def test_huge_values_raise_value_errors_without_warnings() -> None:
+    # The overflow checks used to run sums that overflowed with a RuntimeWarning.
+    import warnings
+
+    model = LinearGaussian(np.zeros(2), np.eye(2), 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            model.observe([[1e200, 1.0]], [1.0])
+        big = model.observe([[1e154, 1e154]], [1e154])
+        with pytest.raises(ValueError, match="too large"):
+            big.observe([[1e154, 1e154]], [1e154])
+        assert big.unlearn([[1e154, 1e154]], [1e154]).num_observations == 0
+
+
+def test_distribution_scale_is_a_lower_cholesky_factor_of_the_covariance() -> None:
+    X, y = _regression(30, 4)
+    model = _prior(4).observe(X, y)
+    scale = model.distribution.scale.to_dense().numpy()
+    np.testing.assert_array_equal(scale, np.tril(scale))
+    assert (np.diag(scale) > 0).all()
+    np.testing.assert_allclose(scale @ scale.T, model.posterior_covariance, rtol=1e-12, atol=1e-15)
+
+
+def test_many_small_batches_do_not_accumulate_rounding() -> None:
+    # 3,000 rows observed one at a time, then all but 10 unlearned one at a time: the
+    # statistics stay within 4 eps of the scale of the data (plain float64 sums would
+    # drift by about sqrt(number of calls) times that).
+    rng = np.random.default_rng(5)
+    X = np.column_stack([np.ones(3000), rng.integers(-3, 4, size=3000), rng.normal(size=3000)])
+    y = np.round(rng.normal(size=3000), 1)
+    model = LinearGaussian(np.zeros(3), np.eye(3), 1.0)
+    for i in range(3000):
+        model = model.observe(X[i : i + 1], y[i : i + 1])
+    for i in range(2990):
+        model = model.unlearn(X[i : i + 1], y[i : i + 1])
+    Z = np.column_stack([X[2990:], y[2990:]])
+    exact_gram = np.array([[math.fsum(Z[:, j] * Z[:, k]) for k in range(4)] for j in range(4)])
+    squares = np.column_stack([X, y]) ** 2
+    history = squares.sum(axis=0) + squares[:2990].sum(axis=0)  # observed + unlearned
+    bound = 4 * 2.0**-53 * np.sqrt(np.outer(history, history))
+    assert (np.abs(model.gram - exact_gram) <= bound).all()
 
 
 # --- grid_unlearn -------------------------------------------------------------------
