@@ -71,7 +71,7 @@ __all__ = ["GPRCholeskyPosterior", "GPRUnlearnInfo", "unlearn_gpr"]
 
 _METHODS = ("auto", "downdate", "refactorise")
 _CHECK_ROWS = 48  # rows of an updated factor compared with the kernel after a downdate
-_MIN_BLOCK = 48  # smallest column block of the update (smaller blocks cost Python overhead)
+_MIN_BLOCK = 32  # smallest column block of the update (smaller blocks cost Python overhead)
 
 
 @dataclass(frozen=True)
@@ -671,12 +671,13 @@ def _downdate(L: np.ndarray, beta: np.ndarray, erased: np.ndarray, block: Option
     one column block of b at a time: the QR factorisation [T_jjᵀ; V_jᵀ] = Q R gives the new
     diagonal block Rᵀ, and [T_below, V_below] Q gives the new block column below it and the
     V that remains to be absorbed. The whitened residual [β_R; β_E] is rotated by the same Q.
+    Each block column of L_RR is read from L once and its new value written once.
 
     Args:
         L: lower Cholesky factor [n, n], Fortran order (not modified).
         beta: L⁻¹ (y − m(X)), [n, P].
         erased: sorted distinct positions [k], k ≥ 1.
-        block: column block size (default max(k, 48)).
+        block: column block size (default max(k, 32)).
 
     Returns:
         The factor [n − k, n − k] (Fortran order) and whitened residual [n − k, P] of the
@@ -684,30 +685,55 @@ def _downdate(L: np.ndarray, beta: np.ndarray, erased: np.ndarray, block: Option
     """
     n = L.shape[0]
     k = erased.size
-    is_erased = np.zeros(n, dtype=bool)
-    is_erased[erased] = True
-    keep = np.flatnonzero(~is_erased)
+    keep = _complement(erased, n)
     n_r = keep.size
     start = int(erased[0])  # the remaining points before the first erased one
-    m = n_r - start
-    new_L = np.zeros((n_r, n_r), order="F")
-    new_beta = np.empty((n_r, beta.shape[1]))
-    new_L[:start, :start] = L[:start, :start]
-    new_beta[:start] = beta[:start]
-    if m == 0:  # only trailing points erased: the factor is a leading block
+    runs = _Runs(erased, n)
+    # np.empty: NumPy backs large allocations with huge pages, np.zeros' first writes cost 4x
+    new_L = np.empty((n_r, n_r), order="F")
+    new_beta = beta[keep]
+    if start:  # columns before the first erased point do not change
+        runs.gather(L, new_L[:, :start], 0, 0, start)
+    if start == n_r:  # only trailing points erased: the factor is a leading block
         return new_L, new_beta
-    rows = keep[start:]  # original positions of the rows that change
-    if start:
-        new_L[start:, :start] = L[rows, :start]
-    V = np.asfortranarray(L[:, erased][rows])  # [m, k]
-    carried = beta[erased]  # [k, P]: β_E, absorbed into β_R by the rotations
-    tail_beta = beta[rows]  # [m, P]
-    T = new_L[start:, start:]  # a view: written block column by block column
-    b = block or max(k, _MIN_BLOCK)
+    V = np.asfortranarray(L[:, erased][keep[start:]])  # L_RE below row `start`: [m, k]
     with _single_threaded_blas():
-        _update(L, is_erased, rows, T, V, tail_beta, carried, b)
-    new_beta[start:] = tail_beta
+        _update(L, runs, new_L, start, V, new_beta[start:], beta[erased],
+                block or max(k, _MIN_BLOCK))
     return new_L, new_beta
+
+
+class _Runs:
+    """The stretches of remaining positions between erased ones, for copying by slices."""
+
+    def __init__(self, erased: np.ndarray, n: int) -> None:
+        bounds = np.concatenate([[-1], erased, [n]])
+        self.source = np.array([a + 1 for a, b in zip(bounds[:-1], bounds[1:]) if b > a + 1])
+        lengths = np.array([b - a - 1 for a, b in zip(bounds[:-1], bounds[1:]) if b > a + 1])
+        self.target = np.concatenate([[0], np.cumsum(lengths)])  # run i -> [t_i, t_{i+1})
+
+    def pieces(self, first: int, stop: int):
+        """(source start, target start, length) of the runs covering targets [first, stop)."""
+        i = int(np.searchsorted(self.target, first, side="right")) - 1
+        while first < stop:
+            length = min(self.target[i + 1], stop) - first
+            yield self.source[i] + first - self.target[i], first, length
+            first += length
+            i += 1
+
+    def gather(self, L: np.ndarray, out: np.ndarray, row_first: int, col_first: int,
+               col_stop: int) -> None:
+        """out = L[R, R][row_first:, col_first:col_stop], above-diagonal entries zeroed."""
+        n_r = self.target[-1]
+        for c_source, c_target, width in self.pieces(col_first, col_stop):
+            columns = slice(c_target - col_first, c_target - col_first + width)
+            for r_source, r_target, height in self.pieces(row_first, n_r):
+                if r_target + height <= c_target:  # entirely above the diagonal
+                    out[r_target - row_first : r_target - row_first + height, columns] = 0.0
+                else:
+                    out[r_target - row_first : r_target - row_first + height, columns] = L[
+                        r_source : r_source + height, c_source : c_source + width
+                    ]
 
 
 def _single_threaded_blas():
@@ -726,29 +752,36 @@ def _single_threaded_blas():
 _BLAS_CONTROLLER: Optional[threadpoolctl.ThreadpoolController] = None
 
 
-def _update(L, is_erased, rows, T, V, tail_beta, carried, b) -> None:
-    """The blocked rank-k update of :func:`_downdate`, in place on T, V and tail_beta."""
+def _update(L, runs, new_L, start, V, beta, carried, b) -> None:
+    """Write the updated columns start: of the factor into new_L (see :func:`_downdate`).
+
+    V [m, k] (Fortran order) is overwritten; beta [m, P] (β_R from ``start`` on) is rotated
+    in place; carried [k, P] holds β_E.
+    """
+    n_r = new_L.shape[0]
     m, k = V.shape
+    staging = np.empty(m * (b + k))  # the old block column and V below it, side by side
+    products = np.empty(m * (b + k))
     for j in range(0, m, b):
         width = min(b, m - j)
-        first, columns = rows[j], rows[j : j + width]
-        below = ~is_erased[first:]  # the old block column, rows j: of T
-        if columns[-1] - columns[0] == width - 1:
-            old = L[first:, columns[0] : columns[-1] + 1][below]
-        else:
-            old = L[first:][:, columns][below]
-        stacked = np.empty((width + k, width))
-        stacked[:width] = old[:width].T
-        stacked[width:] = V[j : j + width].T
+        column = start + j  # first column of the block in the new factor
+        height = n_r - column
+        block = staging[: height * (width + k)].reshape((height, width + k), order="F")
+        if column:
+            new_L[:column, column : column + width] = 0.0
+        runs.gather(L, block[:, :width], column, column, column + width)
+        block[:, width:] = V[j:]
+        stacked = np.concatenate([block[:width, :width].T, V[j : j + width].T])
         Q, R = np.linalg.qr(stacked, mode="complete")  # Q [(width + k), (width + k)]
         signs = np.where(np.diag(R) < 0.0, -1.0, 1.0)  # make the new diagonal positive
         Q[:, :width] *= signs
-        T[j : j + width, j : j + width] = np.tril(R[:width].T * signs)
-        rotated = Q.T @ np.concatenate([tail_beta[j : j + width], carried])
-        tail_beta[j : j + width] = rotated[:width]
+        new_L[column : column + width, column : column + width] = np.tril(R[:width].T * signs)
+        rotated = Q.T @ np.concatenate([beta[j : j + width], carried])
+        beta[j : j + width] = rotated[:width]
         carried = rotated[width:]
-        if j + width < m:
-            out = old[width:] @ Q[:width]
-            out += V[j + width :] @ Q[width:]
-            T[j + width :, j : j + width] = out[:, :width]
+        rest = height - width
+        if rest:
+            out = products[: rest * (width + k)].reshape((rest, width + k), order="F")
+            np.matmul(block[width:], Q, out=out)
+            new_L[column + width :, column : column + width] = out[:, :width]
             V[j + width :] = out[:, width:]
