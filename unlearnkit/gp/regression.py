@@ -5,7 +5,7 @@ A = K_DD + Σ_D for the kernel matrix of the n training inputs plus the (diagona
 covariance, L for its lower Cholesky factor (L Lᵀ = A), m(·) for the mean function and
 β = L⁻¹ (y − m(X)) for the *whitened residual*. The posterior at new inputs X* is::
 
-    A* = L⁻¹ K_D*,   E[f(X*)] = m(X*) + A*ᵀ β,   Cov[f(X*)] = K_** − A*ᵀ A*.
+    W = L⁻¹ K_D*,   E[f(X*)] = m(X*) + Wᵀ β,   Cov[f(X*)] = K_** − Wᵀ W.
 
 Erasing the points E (k of them) leaves R = D \ E, in their original order. Since
 (L Lᵀ)_RR = L_R: L_R:ᵀ, the rows R of L already factor A_RR, and splitting their columns::
@@ -21,17 +21,19 @@ after it are updated, in O(m² k) operations (done in column blocks by small QR
 factorisations, so the work is matrix products), instead of the O(n³) of refactorising.
 The same rotations carry the whitened residual along: with β_R and β_E its entries at R and
 E, L_RR β_R + L_RE β_E = y_R − m(X_R), hence β' = (Qᵀ [β_R; β_E])[:n − k] solves
-L' β' = y_R − m(X_R) in O(m k). Removing the *last* points of the data costs nothing.
+L' β' = y_R − m(X_R) in O(m k). Removing the *last* points of the data costs only a copy.
 
 Numerics. The update is backward stable: L' is the exact factor of A_RR + E with ‖E‖ of the
 order of machine precision times ‖A‖, as for refactorising, so downdated predictions carry
-the same errors as those of a GPR refitted on D_r; both lose accuracy as the condition
-number κ(A_RR) grows, by about κ · 1e-17 in the predictive mean (the variance is far less
-sensitive). An ill-conditioned A on all the data does not hurt when the erased points caused
-it (removing one of two duplicate inputs). Every downdate is checked a posteriori against
-the kernel on a few rows of the updated factor; if that check fails, or the factor for D
-cannot be computed, :func:`unlearn_gpr` refactorises A_RR instead and issues a
-:class:`~unlearnkit.errors.FallbackWarning` (exact, only the speed-up is lost).
+errors of the same size as those of a GPR refitted on D_r. Both grow in proportion to the
+condition number κ(A_RR), in the predictive mean far more than in the variance
+(``benchmarks/bench_gp_exact.py`` measures both routes against an extended-precision
+reference); refactorising is not more accurate at any conditioning, so conditioning alone
+is no reason to fall back. An ill-conditioned A on all the data does not hurt when the
+erased points caused it (one of two duplicate inputs removed). Every downdate is checked a
+posteriori against the kernel on a few rows of the updated factor; if that check fails, or
+the factor for D cannot be computed, :func:`unlearn_gpr` refactorises A_RR instead and
+issues a :class:`~unlearnkit.errors.FallbackWarning` (exact, only the speed-up is lost).
 
 Use:
 
@@ -376,8 +378,8 @@ class GPRCholeskyPosterior:
 
         LAPACK's estimate of ‖A⁻¹‖₁ from the factor (``dpocon``) times an estimate of ‖A‖₁
         (``scipy.sparse.linalg.onenormest``): O(n_r²), usually within a small factor of the
-        exact value. The predictive mean of this posterior, like that of a GPR refitted on
-        the same data, carries relative errors of roughly this number times 1e-17.
+        exact value. Rounding errors in the predictive mean of this posterior, as in that of
+        a GPR refitted on the same data, grow in proportion to it.
         """
         n = self.num_data
         if n == 0:
@@ -657,8 +659,9 @@ def _backward_error(model_parts: _Model, X: np.ndarray, L: np.ndarray, rows: np.
     if rows.size == 0:
         return 0.0
     exact = model_parts.covariance(X[rows])
-    factor_rows = L[rows, : rows.max() + 1]
-    error = np.max(np.abs(exact - factor_rows @ factor_rows.T))
+    with _single_threaded_blas():  # a small product: threads only cost here
+        factor_rows = L[rows, : rows.max() + 1]
+        error = np.max(np.abs(exact - factor_rows @ factor_rows.T))
     return float(error / np.max(np.abs(np.diag(exact))))
 
 
