@@ -369,7 +369,9 @@ def test_a_singular_full_problem_falls_back_to_refactorising_the_remaining_data(
     X = np.concatenate([X0, X0[:5]])
     Y = np.sin(X)
     likelihood = gpflow.likelihoods.Gaussian(1e-20, variance_lower_bound=1e-30)
-    model = _gpr(X, Y, kernel=gpflow.kernels.SquaredExponential(lengthscales=1.0), likelihood=likelihood)
+    model = _gpr(
+        X, Y, kernel=gpflow.kernels.SquaredExponential(lengthscales=1.0), likelihood=likelihood
+    )
     with pytest.raises(NotPositiveDefiniteError):
         GPRCholeskyPosterior(model)
     with pytest.warns(FallbackWarning, match="factorisation"):
@@ -396,7 +398,9 @@ def test_a_gpflow_posterior_cache_is_reused():
         gpflow_posterior = model.posterior(cache)
         with warnings.catch_warnings():
             warnings.simplefilter("error", FallbackWarning)
-            posterior, info = unlearn_gpr(gpflow_posterior, erased, return_info=True)
+            posterior, info = unlearn_gpr(
+                gpflow_posterior, erased, method="downdate", return_info=True
+            )
         assert info.method == "downdate"
         _assert_predicts_like(posterior, _retrained(model, _keep(90, erased)), _test_inputs(model))
 
@@ -449,10 +453,15 @@ def test_predictions_are_differentiable_in_the_inputs():
 
 
 def test_auto_refactorises_when_that_is_cheaper():
-    full = GPRCholeskyPosterior(_model("se-1d"))
+    model = _model("se-1d", n=200)
+    full = GPRCholeskyPosterior(model)
     assert unlearn_gpr(full, [0, 1], return_info=True)[1].method == "downdate"
-    assert unlearn_gpr(full, np.arange(70), return_info=True)[1].method == "refactorise"
-    assert unlearn_gpr(full, np.arange(70), method="downdate", return_info=True)[1].method == "downdate"
+    assert unlearn_gpr(full, [150, 190], return_info=True)[1].method == "downdate"
+    posterior, info = unlearn_gpr(full, np.arange(0, 200, 2), return_info=True)
+    assert info.method == "refactorise"
+    _assert_predicts_like(posterior, _retrained(model, np.arange(1, 200, 2)), X_TEST_1D)
+    forced = unlearn_gpr(full, np.arange(0, 200, 2), method="downdate", return_info=True)[1]
+    assert forced.method == "downdate"
 
 
 # --- bad input --------------------------------------------------------------------------

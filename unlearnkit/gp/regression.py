@@ -292,14 +292,14 @@ class GPRCholeskyPosterior:
         kernel, num_outputs = self._model.frozen_kernel, self._Y.shape[1]
         knn = kernel(Xnew, full_cov=full_cov)  # [N, N] or [N]
         if self.num_data:
-            A = tf.linalg.triangular_solve(
+            W = tf.linalg.triangular_solve(
                 self._cholesky_tensor(), kernel(tf.constant(self._X), Xnew), lower=True
-            )  # [n_r, N]
-            mean = tf.matmul(A, tf.constant(self._beta), transpose_a=True)  # [N, P]
+            )  # L⁻¹ K_R*: [n_r, N]
+            mean = tf.matmul(W, tf.constant(self._beta), transpose_a=True)  # [N, P]
             if full_cov:
-                knn = knn - tf.matmul(A, A, transpose_a=True)
+                knn = knn - tf.matmul(W, W, transpose_a=True)
             else:
-                knn = knn - tf.reduce_sum(tf.square(A), axis=0)
+                knn = knn - tf.reduce_sum(tf.square(W), axis=0)
         else:  # everything erased: the prior
             mean = tf.zeros([tf.shape(Xnew)[0], num_outputs], tf.float64)
         if full_cov:
@@ -385,6 +385,7 @@ class GPRCholeskyPosterior:
         if n == 0:
             return float("nan")
         L = self._L
+
         def product(v: np.ndarray) -> np.ndarray:
             return L @ (L.T @ v)
 
@@ -460,8 +461,9 @@ def unlearn_gpr(
             not erased before. Order does not matter.
         method: ``"downdate"`` (always update the factor), ``"refactorise"`` (factorise
             K + Σ on the remaining data from scratch; the reference route), or ``"auto"``
-            (default): the downdate unless its operation count, about 2 m² k, exceeds that
-            of refactorising, n_r³ / 3 (large k).
+            (default): the downdate unless its operation count, m² (b + k)² / b with
+            column blocks of b = max(k, 32), exceeds that of refactorising, n_r³ / 3
+            (when k is a sizeable fraction of n).
         tolerance: largest accepted relative backward error max |A − L Lᵀ| / max diag(A) of
             the downdated factor, checked on up to 48 of its updated rows against the kernel.
             Above it the factor is recomputed from scratch, with a ``FallbackWarning``.
@@ -511,7 +513,7 @@ def unlearn_gpr(
     n_r = n - positions.size
     m = n_r - int(positions[0])  # rows of the factor that change
     if method == "auto":
-        method = "downdate" if 6.0 * m * m * positions.size <= float(n_r) ** 3 else "refactorise"
+        method = "downdate" if _update_flops(m, positions.size) <= n_r**3 / 3.0 else "refactorise"
     parts = (posterior._model, posterior._X, posterior._Y, posterior._indices,
              posterior._num_original)
     if method == "refactorise":
@@ -541,6 +543,12 @@ def unlearn_gpr(
         posterior._model, X, Y, posterior._indices[keep], posterior._num_original, L, beta
     )
     return _finish(result, "downdate", erased.size, m, error, None, started, return_info)
+
+
+def _update_flops(m: int, k: int) -> float:
+    """Floating-point operations of the blocked update of m rows by k columns."""
+    b = max(k, _MIN_BLOCK)
+    return float(m) * m * (b + k) ** 2 / b
 
 
 def _start(source, tolerance):
