@@ -7,7 +7,8 @@ Modules, one per idea of the book:
 - :mod:`unlearnkit.variational` -- unlearning a Gaussian belief: the adjusted likelihood,
   the EUBO, the reverse KL, and Gaussian variational inference to fit the beliefs.
 - :mod:`unlearnkit.gp` -- GPflow models: sparse variational GPs as beliefs over inducing
-  outputs (GPflow is imported only when this module is first used).
+  outputs, and exact unlearning for GP regression by updating its Cholesky factor (GPflow
+  is imported only when this module is first used).
 - :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
 - :mod:`unlearnkit.metrics` -- how close an unlearned belief is to the retrained one.
 - :mod:`unlearnkit.datasets` -- the book's synthetic data sets.
@@ -48,7 +49,12 @@ from unlearnkit.diagnostics import (
     SamplerInfo,
     SolverInfo,
 )
-from unlearnkit.errors import ConvergenceWarning, DegenerateWeightsError, NotPositiveDefiniteError
+from unlearnkit.errors import (
+    ConvergenceWarning,
+    DegenerateWeightsError,
+    FallbackWarning,
+    NotPositiveDefiniteError,
+)
 from unlearnkit.variational import (
     adjusted_log_likelihood,
     eubo,
@@ -66,7 +72,7 @@ __all__ = [
     "OptimizationInfo", "SolverInfo", "ImportanceInfo", "SamplerInfo", "InfluenceInfo",
     "adjusted_log_likelihood", "eubo", "unlearn_eubo", "unlearn_reverse_kl",
     "importance_ess", "fit_gaussian_vi",
-    "DegenerateWeightsError", "NotPositiveDefiniteError", "ConvergenceWarning",
+    "DegenerateWeightsError", "NotPositiveDefiniteError", "ConvergenceWarning", "FallbackWarning",
     "__version__",
 ]
 

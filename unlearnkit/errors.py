@@ -10,11 +10,20 @@ An estimator that cannot be trusted raises, it never returns a silently wrong an
 An optimiser or solver that stops before convergence but still returns a result issues a
 :class:`ConvergenceWarning`, so ``warnings.simplefilter("error", ConvergenceWarning)`` turns
 every unconverged result into an error.
+
+A fast exact route (such as a Cholesky downdate) whose result fails its own accuracy check,
+or that cannot start, is replaced by the slow exact route (recomputing from scratch), with a
+:class:`FallbackWarning`: the result is still exact, only the speed-up is lost.
 """
 
 from __future__ import annotations
 
-__all__ = ["DegenerateWeightsError", "NotPositiveDefiniteError", "ConvergenceWarning"]
+__all__ = [
+    "DegenerateWeightsError",
+    "NotPositiveDefiniteError",
+    "ConvergenceWarning",
+    "FallbackWarning",
+]
 
 
 class DegenerateWeightsError(ValueError):
@@ -27,3 +36,11 @@ class NotPositiveDefiniteError(ValueError):
 
 class ConvergenceWarning(UserWarning):
     """An optimiser or solver stopped before it converged; the result it returned is inexact."""
+
+
+class FallbackWarning(UserWarning):
+    """A fast exact update could not be trusted, so the result was recomputed from scratch.
+
+    The returned result is exact (as exact as recomputing it always is); only the speed-up
+    is lost. The message says why the fast route was abandoned.
+    """

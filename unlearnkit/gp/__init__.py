@@ -2,10 +2,13 @@
 
 - :mod:`~unlearnkit.gp.svgp` -- a sparse variational GP (``gpflow.models.SVGP``) as a
   belief over its inducing outputs, so that every variational method applies.
+- :mod:`~unlearnkit.gp.regression` -- exact unlearning for GP regression
+  (``gpflow.models.GPR``) by updating the Cholesky factor of its posterior.
 
 Importing this module imports GPflow; ``import unlearnkit`` alone does not.
 """
 
+from unlearnkit.gp.regression import GPRCholeskyPosterior, GPRUnlearnInfo, unlearn_gpr
 from unlearnkit.gp.svgp import (
     conditional_predictive_mean,
     erased_log_likelihood,
@@ -20,4 +23,7 @@ __all__ = [
     "with_inducing_posterior",
     "conditional_predictive_mean",
     "fit_inducing_posterior",
+    "unlearn_gpr",
+    "GPRCholeskyPosterior",
+    "GPRUnlearnInfo",
 ]
