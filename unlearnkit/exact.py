@@ -77,9 +77,8 @@ _STACK_ROWS = 4096
 # Every entry (j, k) of LinearGaussian's statistics is within
 # _ERROR_FACTOR * _EPS * sqrt(w_j w_k) of the exact statistics of the remaining rows
 # (w as in the module docstring): a batch of m rows adds at most m eps sqrt(S_jj S_kk)
-# from its own sums and eps sqrt(S_jj S_kk) more when it meets the total (Fast2Sum
-# when the batch is larger than the total), together at most 2 eps sqrt(w_j w_k) by
-# Cauchy-Schwarz; rounding the double-double total to float64 adds eps sqrt(w_j w_k);
+# from its own sums (meeting the total adds nothing: TwoSum keeps the sum exactly in
+# double-double), at most eps sqrt(w_j w_k) by Cauchy-Schwarz; rounding the double-double total to float64 adds eps sqrt(w_j w_k);
 # the rest is to spare (and covers the eps^2 terms).
 _ERROR_FACTOR = 4.0
 # Least value of LinearGaussian's error scale: it covers products that underflow (each
@@ -356,17 +355,18 @@ def _two_sum(
     """Double-double (hi + lo) + (other_hi + other_lo), or minus with ``subtract``, as a
     new normalised pair (the high part is the sum rounded to float64).
 
-    The rounding error of ``hi +- other_hi`` comes from Dekker's Fast2Sum, exact where
-    ``|hi| >= |other_hi|`` (the running total is usually the larger) and otherwise off
-    by at most eps |other_hi| (plus eps^2 terms): at most the rounding of the batch's own
-    sums, which the error bound already counts once more (see _ERROR_FACTOR).
+    The rounding error of ``hi +- other_hi`` comes from Knuth's TwoSum, exact whatever
+    the magnitudes (a batch larger than the running total, such as an outlier observed
+    on its own, is kept exactly and leaves no residue when it is unlearned).
     """
     if subtract:
         total = hi - other_hi
-        error = (hi - total) - other_hi  # Fast2Sum: hi - total = other_hi - error
+        other_seen = total - hi  # ~ -other_hi
+        error = (hi - (total - other_seen)) - (other_hi + other_seen)
     else:
         total = hi + other_hi
-        error = other_hi - (total - hi)
+        other_seen = total - hi
+        error = (hi - (total - other_seen)) + (other_hi - other_seen)
     error += lo
     if other_lo is not None:
         if subtract:
