@@ -7,6 +7,10 @@
   ``KL[q_retrained(y | x) || q_other(y | x)]`` between the predictive distributions,
   then the mean and standard deviation over the inputs (for example over the inputs of
   ``D_e``, and separately over those of ``D_r``).
+- :func:`membership_scores` and :func:`membership_inference_auc`: how well a per-point
+  score (the predictive log-likelihood, or its ratio to a reference model's) tells the
+  points a model was trained on from points it never saw. An AUC of 0.5 means nothing
+  leaks; after unlearning, the erased points should score like unseen ones.
 
 Predictive probabilities are given either as ``[N]`` probabilities of class 1
 (Bernoulli) or as ``[N, C]`` rows that sum to 1 (categorical). Before taking logs, every
@@ -40,6 +44,8 @@ __all__ = [
     "predictive_kl",
     "predictive_probabilities",
     "gaussian_kl",
+    "membership_scores",
+    "membership_inference_auc",
     "DEFAULT_EPSILON",
 ]
 
@@ -190,3 +196,118 @@ def predictive_probabilities(
     if not bool(tf.reduce_all((probs >= 0.0) & (probs <= 1.0))):
         raise ValueError("class_probabilities must return probabilities in [0, 1]")
     return tf.reduce_mean(probs, axis=0)
+
+
+# --- Membership inference ---------------------------------------------------------------
+
+
+def membership_scores(
+    belief: object,
+    log_likelihood: Callable[[tf.Tensor], tf.Tensor],
+    num_samples: int = 1000,
+    *,
+    reference: object = None,
+    seed: Seed = None,
+) -> np.ndarray:
+    """Per-point membership scores: the log predictive density of each point under a belief.
+
+    The score of point ``n`` is ``log q(y_n | x_n) = log (1/S) sum_s p(y_n | x_n, theta_s)``
+    with ``theta_s ~ belief``: a model that has memorised its training points gives them
+    higher scores than unseen points. With ``reference``, the score is the likelihood
+    ratio ``log q(y_n | x_n) - log q_reference(y_n | x_n)`` (for example against a model
+    trained without the points under test), which removes how easy each point is in
+    itself. Both beliefs use the same standard-normal draws (common random numbers).
+
+    Args:
+        belief: a float64 multivariate normal over ``theta`` [d].
+        log_likelihood: ``theta [S, d] -> [S, N]`` per-point log-likelihoods
+            ``log p(y_n | x_n, theta)`` of the N points to score (bind the data in the
+            callable).
+        num_samples: Monte Carlo samples ``S``.
+        reference: optional second belief over the same ``theta`` [d].
+        seed: ``None``, an int or a stateless seed (see :mod:`unlearnkit.seeds`).
+
+    Returns:
+        [N] float64 NumPy array of scores (higher: more like a training point).
+
+    Raises:
+        ValueError: a callable output of the wrong shape, or non-finite scores.
+    """
+    belief = as_gaussian_belief(belief, "belief")
+    check_callable(log_likelihood, "log_likelihood", "theta [S, d] -> [S, N]")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    dim = int(belief.event_shape[0])
+    if reference is not None:
+        reference = as_gaussian_belief(reference, "reference")
+        if int(reference.event_shape[0]) != dim:
+            raise ValueError(
+                f"reference must be a belief over the same {dim} parameters as belief, "
+                f"got event shape {reference.event_shape.as_list()}"
+            )
+    eps = tf.random.stateless_normal([num_samples, dim], seed=sanitize_seed(seed), dtype=tf.float64)
+
+    def log_predictive(q: tfd.Distribution) -> tf.Tensor:
+        theta = q.loc + tf.matmul(eps, q.scale.to_dense(), transpose_b=True)
+        values = tf.convert_to_tensor(log_likelihood(theta))
+        if values.shape.rank != 2 or values.shape[0] != num_samples:
+            raise ValueError(
+                f"log_likelihood must return shape [{num_samples}, N] for theta of shape "
+                f"[{num_samples}, {dim}], got {values.shape.as_list()}"
+            )
+        if values.dtype.is_complex or not (values.dtype.is_floating or values.dtype.is_integer):
+            raise TypeError(f"log_likelihood must return real values, got {values.dtype.name}")
+        values = tf.cast(values, tf.float64)
+        if bool(tf.reduce_any(tf.math.is_nan(values) | (values == np.inf))):
+            raise ValueError("log_likelihood returned NaN or +inf")
+        return tf.reduce_logsumexp(values, axis=0) - np.log(num_samples)
+
+    scores = log_predictive(belief)
+    if reference is not None:
+        scores = scores - log_predictive(reference)
+    scores = scores.numpy()
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            "membership scores are not finite: a point has zero predictive density under "
+            "every sample (or under every sample of the reference)"
+        )
+    return scores
+
+
+def _as_scores(value: object, name: str) -> np.ndarray:
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a 1-D array of real scores, got {type(value).__name__}")
+    array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
+    if array.dtype == bool or array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {array.shape}")
+    array = array.astype(np.float64)
+    if np.isnan(array).any():
+        raise ValueError(f"{name} contains NaN")
+    return array
+
+
+def membership_inference_auc(member_scores: object, nonmember_scores: object) -> float:
+    """ROC AUC of a membership-inference attack that thresholds a per-point score.
+
+    The probability that a random member scores higher than a random non-member (ties
+    count one half), computed with scikit-learn's ``roc_auc_score``. 0.5 means the score
+    says nothing about membership; 1 means it separates members perfectly. To check an
+    unlearned model, score the erased points (``member_scores``) against points that
+    were never in the training data (``nonmember_scores``): after exact unlearning the
+    AUC is about 0.5, up to sampling noise of order ``1 / sqrt(min(m, k))``.
+
+    Args:
+        member_scores: [m] scores of points that were in the training data.
+        nonmember_scores: [k] scores of points that were not; higher means "member".
+
+    Returns:
+        The AUC, a float in [0, 1].
+    """
+    # Imported here: nothing else in unlearnkit needs scikit-learn.
+    from sklearn.metrics import roc_auc_score
+
+    members = _as_scores(member_scores, "member_scores")
+    nonmembers = _as_scores(nonmember_scores, "nonmember_scores")
+    labels = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
+    return float(roc_auc_score(labels, np.concatenate([members, nonmembers])))
