@@ -71,6 +71,7 @@ from unlearnkit import linalg
 from unlearnkit._validation import (
     as_float64,
     as_gaussian_belief,
+    factor_is_positive_definite,
     check_erased_indices,
     check_nonnegative_int,
     check_nonnegative_number,
@@ -179,43 +180,125 @@ def gaussian_transport_matrix(
     return ensure_finite(0.5 * (transport + tf.transpose(transport)), "the transport matrix")
 
 
-def _transport(
-    theta: tf.Tensor,
-    gradient_after: tf.Tensor,
-    hessian_after: tf.Tensor,
-    hessian_erased: tf.Tensor,
-    *,
-    hessian: str,
-    damping: float,
-    diagonal: bool,
-    reference: Optional[tf.Tensor] = None,
-    centre: Optional[tf.Tensor] = None,
-) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """New mean ``[d]``, transport matrix ``[d, d]`` and target precision ``[d, d]`` from draws.
-
-    ``theta [S, d]`` are the draws; ``gradient_after [S, d]`` and ``hessian_after [S, d, d]``
-    those of the remaining energy at the draws, ``hessian_erased`` that of the erased energy.
-    The draws' spread is taken to match the precision ``reference`` (default: the average
-    Hessian of the energy before the removal, at the draws; after an earlier step, the
-    precision that step transported them to). ``centre`` is the mean the deviations are taken
-    from (default: the draws' average).
-    """
-    dim = int(theta.shape[1])
-    eye = tf.eye(dim, dtype=tf.float64)
-    centre = tf.reduce_mean(theta, 0) if centre is None else centre
-    deviations = theta - centre
-    after = tf.reduce_mean(hessian_after, 0) + damping * eye
-    before = after + tf.reduce_mean(hessian_erased, 0)
-    name = "the average Hessian of the remaining energy" + (" (+ damping I)" if damping else "")
-    linalg.cholesky(after, name, hint=_DAMPING_HINT)
-    transport = gaussian_transport_matrix(
-        before if reference is None else reference, after, diagonal=diagonal
+def _transport_matrix_graph(reference: tf.Tensor, after: tf.Tensor, diagonal: bool) -> tf.Tensor:
+    """:func:`gaussian_transport_matrix` without checks, as graph operations."""
+    if diagonal:
+        return tf.linalg.diag(tf.sqrt(tf.linalg.diag_part(reference) / tf.linalg.diag_part(after)))
+    values, vectors = tf.linalg.eigh(0.5 * (reference + tf.transpose(reference)))
+    root = tf.matmul(vectors * tf.sqrt(values), vectors, transpose_b=True)
+    inverse_root = tf.matmul(vectors / tf.sqrt(values), vectors, transpose_b=True)
+    middle = inverse_root @ tf.linalg.inv(after) @ inverse_root
+    middle_values, middle_vectors = tf.linalg.eigh(0.5 * (middle + tf.transpose(middle)))
+    middle_root = tf.matmul(
+        middle_vectors * tf.sqrt(tf.maximum(middle_values, 0.0)), middle_vectors, transpose_b=True
     )
-    moved = tf.linalg.matvec(transport - eye, deviations)  # (T - I)(theta_j - centre), [S, d]
-    residual = tf.reduce_mean(gradient_after + tf.linalg.matvec(hessian_after, moved), 0)
-    step_matrix = after if hessian == "after" else before
-    mean = centre - linalg.solve_positive_definite(step_matrix, residual, name=name, hint=_DAMPING_HINT)
-    return mean, transport, after
+    transport = root @ middle_root @ root
+    return 0.5 * (transport + tf.transpose(transport))
+
+
+def _build_transport_step(model: PerDatumModel, first: bool, step_after: bool, diagonal: bool, belief: bool):
+    """One compiled step of the Gaussian transport: derivatives at the draws, their averages,
+    the map, the new mean, and the moved samples (``belief=False``: ``params`` are the samples
+    ``[C, d]``) or the moved belief (``belief=True``: ``params`` is ``[mean (d), scale (d * d)]``
+    and the draws are ``mean + noise scale^T``)."""
+    dim = model.dim
+    rows = tf.TensorSpec([None], tf.int64)
+    signature = [
+        tf.TensorSpec([dim + dim * dim] if belief else [None, dim], tf.float64),  # params
+        tf.TensorSpec([None, dim], tf.float64),  # base noise of the draws (belief only)
+        tf.TensorSpec([dim, dim], tf.float64),  # reference precision (ignored for the first step)
+        model.points_spec,
+        rows,  # rows that remain after the chunk
+        rows,  # rows of the chunk
+        tf.TensorSpec([], tf.float64),  # damping
+    ]
+
+    def build(functions):
+        derivatives = functions["gradient_and_hessian"]  # of the log joint density
+
+        def step(params, noise, reference, points, after_rows, erased_rows, damping):
+            if belief:
+                centre, scale = params[:dim], tf.reshape(params[dim:], [dim, dim])
+                theta = centre + tf.matmul(noise, scale, transpose_b=True)
+            else:
+                theta, centre = params, tf.reduce_mean(params, 0)
+            pick = lambda rows_: tf.nest.map_structure(lambda x: tf.gather(x, rows_), points)  # noqa: E731
+            one, zero = tf.constant(1.0, tf.float64), tf.constant(0.0, tf.float64)
+            gradient_after, hessian_after = derivatives(theta, pick(after_rows), one, one)
+            _, hessian_erased = derivatives(theta, pick(erased_rows), zero, one)
+            gradient_after, hessian_after, hessian_erased = -gradient_after, -hessian_after, -hessian_erased
+            eye = tf.eye(dim, dtype=tf.float64)
+            after = tf.reduce_mean(hessian_after, 0) + damping * eye
+            before = after + tf.reduce_mean(hessian_erased, 0)
+            reference = before if first else reference
+            step_matrix = after if step_after else before
+            checks = tf.stack([after, reference, step_matrix])
+            # guard the square roots; an indefinite matrix is reported from `checks` on the host
+            safe = lambda m: tf.where(tf.reduce_all(tf.linalg.eigvalsh(m) > 0.0), m, eye)  # noqa: E731
+            transport = _transport_matrix_graph(safe(reference), safe(after), diagonal)
+            deviations = theta - centre
+            moved = tf.linalg.matvec(transport - eye, deviations)  # (T - I)(theta_j - centre)
+            residual = tf.reduce_mean(gradient_after + tf.linalg.matvec(hessian_after, moved), 0)
+            mean = centre - tf.linalg.solve(safe(step_matrix), residual[:, None])[:, 0]
+            if not belief:
+                new = mean + tf.linalg.matvec(transport, deviations)
+            elif diagonal:
+                new_scale = tf.linalg.diag(tf.linalg.diag_part(transport) * tf.linalg.diag_part(scale))
+                new = tf.concat([mean, tf.reshape(new_scale, [-1])], 0)
+            else:
+                covariance = transport @ tf.matmul(scale, scale, transpose_b=True) @ transport
+                covariance = 0.5 * (covariance + tf.transpose(covariance))
+                new = tf.concat([mean, tf.reshape(tf.linalg.cholesky(covariance), [-1])], 0)
+            return new, after, checks, tf.reduce_all(tf.math.is_finite(new))
+
+        return tf.function(step, input_signature=signature, autograph=False)
+
+    return model.compiled(f"transport step {first} {step_after} {diagonal} {belief}", build)
+
+
+_CHECK_NAMES = (
+    "the average Hessian of the remaining energy",
+    "the average Hessian of the energy before the removal",
+    "the average Hessian of the energy",
+)
+
+
+class _Transport:
+    """The Gaussian transport, chunk after chunk (one compiled call per chunk): the spread of
+    the draws is taken to match the precision the previous step transported them to (first
+    step: the average Hessian of the energy before the removal, at the draws)."""
+
+    def __init__(self, model: PerDatumModel, hessian: str, diagonal: bool, noise=None) -> None:
+        self.model, self.step_after, self.diagonal = model, hessian == "after", diagonal
+        self.belief = noise is not None
+        self.noise = noise if self.belief else tf.zeros([0, model.dim], tf.float64)
+        self.reference = None
+
+    def __call__(self, params, after_rows, erased_rows, damping) -> tf.Tensor:
+        first = self.reference is None
+        step = _build_transport_step(self.model, first, self.step_after, self.diagonal, self.belief)
+        new, after, checks, finite = step(
+            params,
+            self.noise,
+            tf.eye(self.model.dim, dtype=tf.float64) if first else self.reference,
+            self.model.points,
+            tf.constant(after_rows, tf.int64),
+            tf.constant(erased_rows, tf.int64),
+            tf.constant(damping, tf.float64),
+        )
+        suffix = " (+ damping I)" if damping else ""
+        for name, matrix in zip(_CHECK_NAMES, checks.numpy()):  # one copy to the host
+            try:
+                factor = np.linalg.cholesky(matrix)
+                if factor_is_positive_definite(np.diag(factor), np.diag(matrix)):
+                    continue
+            except np.linalg.LinAlgError:
+                pass
+            linalg.cholesky(matrix, name + suffix, hint=_DAMPING_HINT)  # raises the typed error
+        if not bool(finite):
+            raise ValueError("the Gaussian transport produced NaN or infinite values")
+        self.reference = after
+        return new
 
 
 class _Remaining:
@@ -236,21 +319,22 @@ class _Remaining:
 class _SampleChunks(_Remaining):
     """:class:`~unlearnkit.bif.influence.ChunkDerivatives` of posterior samples ``[C, d]``.
 
-    ``erased_gradient`` gives every sample's ``grad E_k``; ``newton_direction`` the move of every
-    sample: its own Newton step (``"newton"``) or the Gaussian transport (``"transport"``).
+    ``newton_direction`` gives the move of every sample: its own Newton step (``"newton"``,
+    with ``erased_gradient`` every sample's ``grad E_k``), or the Gaussian transport
+    (``"transport"``, computed in one compiled step; the right-hand side is not used).
     """
 
-    def __init__(self, model: PerDatumModel, chunks, method: str) -> None:
+    def __init__(self, model: PerDatumModel, chunks, method: str, hessian: str) -> None:
         super().__init__(model.num_points, chunks)
         self.model, self.method = model, method
-        self.reference = None
+        self.transport = _Transport(model, hessian, diagonal=False)
 
     def erased_gradient(self, params: tf.Tensor, chunk: int) -> tf.Tensor:
-        _, after = self.remove(chunk)
+        _, self.after = self.remove(chunk)
         erased = self.chunks[chunk]
-        self.gradient_after, self.hessian_after = self.model.energy_derivatives(
-            params, after, with_prior=True
-        )
+        if self.method == "transport":
+            return tf.zeros_like(params)
+        _, self.hessian_after = self.model.energy_derivatives(params, self.after, with_prior=True)
         gradient_erased, self.hessian_erased = self.model.energy_derivatives(
             params, erased, with_prior=False
         )
@@ -269,18 +353,7 @@ class _SampleChunks(_Remaining):
                 + (" (+ damping I)" if damping else ""),
                 hint=_DAMPING_HINT,
             )
-        mean, transport, self.reference = _transport(
-            params,
-            self.gradient_after,
-            self.hessian_after,
-            self.hessian_erased,
-            hessian=hessian,
-            damping=damping,
-            diagonal=False,
-            reference=self.reference,
-        )
-        moved = mean + tf.linalg.matvec(transport, params - tf.reduce_mean(params, 0))
-        return moved - params
+        return self.transport(params, self.after, self.chunks[chunk], damping) - params
 
 
 def forget_samples(
@@ -350,7 +423,7 @@ def forget_samples(
     num_erasing = len(chunks)
     chunks += _refinements(refine_steps, method)
     result, path = remove_in_chunks(
-        samples, _SampleChunks(model, chunks, method), hessian=hessian, damping=damping
+        samples, _SampleChunks(model, chunks, method, hessian), hessian=hessian, damping=damping
     )
     result = ensure_finite(result, "the processed samples")
     if not return_info:
@@ -411,49 +484,24 @@ def _family_of(belief: tfd.Distribution, family: Optional[str]) -> str:
 
 class _VariationalChunks(_Remaining):
     """:class:`~unlearnkit.bif.influence.ChunkDerivatives` of a Gaussian belief, packed as
-    ``[mean (d), scale_tril (d * d)]``; every chunk transports it."""
+    ``[mean (d), scale_tril (d * d)]``; every chunk transports it (the right-hand side, which
+    ``erased_gradient`` leaves at zero, is not used)."""
 
-    def __init__(self, model: PerDatumModel, chunks, noise: tf.Tensor, diagonal: bool) -> None:
+    def __init__(self, model: PerDatumModel, chunks, noise: tf.Tensor, hessian: str, diagonal: bool) -> None:
         super().__init__(model.num_points, chunks)
         self.model, self.noise, self.diagonal = model, noise, diagonal
         self.dim = model.dim
-        self.reference = None
+        self.transport = _Transport(model, hessian, diagonal, noise=noise)
 
     def unpack(self, params: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         return params[: self.dim], tf.reshape(params[self.dim :], [self.dim, self.dim])
 
     def erased_gradient(self, params: tf.Tensor, chunk: int) -> tf.Tensor:
-        mean, scale = self.unpack(params)
-        draws = mean + tf.matmul(self.noise, scale, transpose_b=True)  # [M, d]
-        _, after = self.remove(chunk)
-        self.draws, self.mean = draws, mean
-        self.gradient_after, self.hessian_after = self.model.energy_derivatives(
-            draws, after, with_prior=True
-        )
-        gradient_erased, self.hessian_erased = self.model.energy_derivatives(
-            draws, self.chunks[chunk], with_prior=False
-        )
-        return tf.reduce_mean(gradient_erased, 0)
+        _, self.after = self.remove(chunk)
+        return tf.zeros_like(params)
 
     def newton_direction(self, params, chunk, rhs, hessian, damping) -> tf.Tensor:
-        mean, scale = self.unpack(params)
-        new_mean, transport, self.reference = _transport(
-            self.draws,
-            self.gradient_after,
-            self.hessian_after,
-            self.hessian_erased,
-            hessian=hessian,
-            damping=damping,
-            diagonal=self.diagonal,
-            reference=self.reference,
-            centre=mean,
-        )
-        if self.diagonal:
-            new_scale = tf.linalg.diag(tf.linalg.diag_part(transport) * tf.linalg.diag_part(scale))
-        else:
-            covariance = transport @ tf.matmul(scale, scale, transpose_b=True) @ transport
-            new_scale = linalg.cholesky(covariance, "the transported covariance")
-        return tf.concat([new_mean, tf.reshape(new_scale, [-1])], 0) - params
+        return self.transport(params, self.after, self.chunks[chunk], damping) - params
 
 
 def _influence_energies(model: PerDatumModel, noise: tf.Tensor, diagonal: bool, chunks):
@@ -587,7 +635,7 @@ def forget_variational(
     noise = moment_matched_normal(num_samples, dim, seed)
     if method == "transport":
         params = tf.concat([belief.loc, tf.reshape(scale, [-1])], 0)
-        derivatives = _VariationalChunks(model, chunks, noise, diagonal)
+        derivatives = _VariationalChunks(model, chunks, noise, hessian, diagonal)
         result, path = remove_in_chunks(params, derivatives, hessian=hessian, damping=damping)
         result = ensure_finite(result, "the processed belief")
         mean, scale = derivatives.unpack(result)

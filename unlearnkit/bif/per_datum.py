@@ -119,7 +119,11 @@ def _build(log_likelihood, log_prior, derivatives, points_spec, dim: int) -> dic
         if derivatives is None:
             return autodiff_gradient_and_hessian(theta, points, prior, scale)
         gradient, hessian = derivatives(theta, points)
-        prior_gradient, prior_hessian = prior_terms(theta)
+        prior_gradient, prior_hessian = tf.cond(  # skip the prior's autodiff when it is not wanted
+            prior != 0.0,
+            lambda: prior_terms(theta),
+            lambda: (tf.zeros_like(gradient), tf.zeros_like(hessian)),
+        )
         return scale * gradient + prior * prior_gradient, scale * hessian + prior * prior_hessian
 
     def gradient(theta, points, prior, scale):
@@ -192,8 +196,9 @@ def _flag(value: bool) -> tf.Tensor:
 class PerDatumModel:
     """A model given by ``log_likelihood(theta, points) -> [S, n]`` and ``log_prior(theta) -> [S]``.
 
-    Checks the callables once on construction (shapes, dtype, finiteness, and that the
-    log-likelihood depends on ``theta`` through TensorFlow operations), then serves the
+    Checks the callables on first use (shapes, dtype, and that the log-likelihood depends on
+    ``theta`` through TensorFlow operations; closed-form derivatives against automatic
+    differentiation), once per set of callables and layout of the data, then serves the
     derivatives that forgetting needs for subsets of the data, chosen by row indices.
 
     Args:
@@ -230,18 +235,31 @@ class PerDatumModel:
         self.derivatives = log_likelihood_derivatives
         self.points, self.num_points = _as_points(points)
         self.dim = int(dim)
-        spec = tf.nest.map_structure(
+        self.points_spec = tf.nest.map_structure(
             lambda x: tf.TensorSpec([None] + x.shape.as_list()[1:], tf.float64), self.points
         )
         self._functions = _compiled_functions(
-            self.log_likelihood, self.log_prior, self.derivatives, spec, self.dim
+            self.log_likelihood, self.log_prior, self.derivatives, self.points_spec, self.dim
         )
-        if probe is None:
-            probe = tf.zeros([2, self.dim], tf.float64)
-        else:
-            probe = tf.convert_to_tensor(probe, tf.float64)[:2]
-            probe = tf.concat([probe, probe], 0)[:2]
-        self._check_callables(probe)
+        if not self._functions.get("checked", False):  # once per callables and data layout
+            if probe is None:
+                probe = tf.zeros([2, self.dim], tf.float64)
+            else:
+                probe = tf.convert_to_tensor(probe, tf.float64)[:2]
+                probe = tf.concat([probe, probe], 0)[:2]
+            self._check_callables(probe)
+            self._functions["checked"] = True
+
+    def compiled(self, name: str, build: Callable[[dict], Callable]) -> Callable:
+        """A compiled function cached with this model's callables and data layout.
+
+        ``build(functions)`` makes it from the model's compiled derivative functions (e.g.
+        ``functions["gradient_and_hessian"](theta, points, prior_weight, data_scale)``, the
+        derivatives of the log joint density, see :func:`_build`); it is built once.
+        """
+        if name not in self._functions:
+            self._functions[name] = build(self._functions)
+        return self._functions[name]
 
     # --------------------------------------------------------------------- data
     def rows(self, indices: object) -> Union[tf.Tensor, tuple]:
