@@ -196,13 +196,15 @@ def _transport_matrix_graph(reference: tf.Tensor, after: tf.Tensor, diagonal: bo
     return 0.5 * (transport + tf.transpose(transport))
 
 
-def _build_transport_step(model: PerDatumModel, first: bool, step_after: bool, diagonal: bool, belief: bool):
+def _build_transport_step(model: PerDatumModel, belief: bool):
     """One compiled step of the Gaussian transport: derivatives at the draws, their averages,
     the map, the new mean, and the moved samples (``belief=False``: ``params`` are the samples
     ``[C, d]``) or the moved belief (``belief=True``: ``params`` is ``[mean (d), scale (d * d)]``
-    and the draws are ``mean + noise scale^T``)."""
+    and the draws are ``mean + noise scale^T``). The choices (first step, which Hessian for the
+    mean, diagonal map) are boolean inputs, so one trace serves them all."""
     dim = model.dim
     rows = tf.TensorSpec([None], tf.int64)
+    flag = tf.TensorSpec([], tf.bool)
     signature = [
         tf.TensorSpec([dim + dim * dim] if belief else [None, dim], tf.float64),  # params
         tf.TensorSpec([None, dim], tf.float64),  # base noise of the draws (belief only)
@@ -211,49 +213,59 @@ def _build_transport_step(model: PerDatumModel, first: bool, step_after: bool, d
         rows,  # rows that remain after the chunk
         rows,  # rows of the chunk
         tf.TensorSpec([], tf.float64),  # damping
+        flag,  # first step
+        flag,  # the mean's step with the Hessian after the removal
+        flag,  # diagonal map (mean-field belief)
     ]
 
     def build(functions):
-        derivatives = functions["gradient_and_hessian"]  # of the log joint density
+        joint = functions["gradient_and_hessian"]  # derivatives of the log joint density
+        data_only = functions["data_gradient_and_hessian"]  # of the log-likelihood alone
 
-        def step(params, noise, reference, points, after_rows, erased_rows, damping):
+        def step(params, noise, reference, points, after_rows, erased_rows, damping, first, step_after, diagonal):
             if belief:
                 centre, scale = params[:dim], tf.reshape(params[dim:], [dim, dim])
                 theta = centre + tf.matmul(noise, scale, transpose_b=True)
             else:
                 theta, centre = params, tf.reduce_mean(params, 0)
             pick = lambda rows_: tf.nest.map_structure(lambda x: tf.gather(x, rows_), points)  # noqa: E731
-            one, zero = tf.constant(1.0, tf.float64), tf.constant(0.0, tf.float64)
-            gradient_after, hessian_after = derivatives(theta, pick(after_rows), one, one)
-            _, hessian_erased = derivatives(theta, pick(erased_rows), zero, one)
+            one = tf.constant(1.0, tf.float64)
+            gradient_after, hessian_after = joint(theta, pick(after_rows), one, one)
+            _, hessian_erased = data_only(theta, pick(erased_rows), one)
             gradient_after, hessian_after, hessian_erased = -gradient_after, -hessian_after, -hessian_erased
             eye = tf.eye(dim, dtype=tf.float64)
             after = tf.reduce_mean(hessian_after, 0) + damping * eye
             before = after + tf.reduce_mean(hessian_erased, 0)
-            reference = before if first else reference
-            step_matrix = after if step_after else before
+            reference = tf.where(first, before, reference)
+            step_matrix = tf.where(step_after, after, before)
             checks = tf.stack([after, reference, step_matrix])
             # guard the square roots; an indefinite matrix is reported from `checks` on the host
             safe = lambda m: tf.where(tf.reduce_all(tf.linalg.eigvalsh(m) > 0.0), m, eye)  # noqa: E731
-            transport = _transport_matrix_graph(safe(reference), safe(after), diagonal)
+            transport = tf.where(
+                diagonal,
+                _transport_matrix_graph(safe(reference), safe(after), True),
+                _transport_matrix_graph(safe(reference), safe(after), False),
+            )
             deviations = theta - centre
             moved = tf.linalg.matvec(transport - eye, deviations)  # (T - I)(theta_j - centre)
             residual = tf.reduce_mean(gradient_after + tf.linalg.matvec(hessian_after, moved), 0)
             mean = centre - tf.linalg.solve(safe(step_matrix), residual[:, None])[:, 0]
             if not belief:
                 new = mean + tf.linalg.matvec(transport, deviations)
-            elif diagonal:
-                new_scale = tf.linalg.diag(tf.linalg.diag_part(transport) * tf.linalg.diag_part(scale))
-                new = tf.concat([mean, tf.reshape(new_scale, [-1])], 0)
             else:
                 covariance = transport @ tf.matmul(scale, scale, transpose_b=True) @ transport
                 covariance = 0.5 * (covariance + tf.transpose(covariance))
-                new = tf.concat([mean, tf.reshape(tf.linalg.cholesky(covariance), [-1])], 0)
+                new_scale = tf.where(
+                    diagonal,
+                    tf.linalg.diag(tf.linalg.diag_part(transport) * tf.linalg.diag_part(scale)),
+                    tf.linalg.cholesky(covariance),
+                )
+                new = tf.concat([mean, tf.reshape(new_scale, [-1])], 0)
             return new, after, checks, tf.reduce_all(tf.math.is_finite(new))
 
         return tf.function(step, input_signature=signature, autograph=False)
 
-    return model.compiled(f"transport step {first} {step_after} {diagonal} {belief}", build)
+    return model.compiled(f"transport step {belief}", build)
 
 
 _CHECK_NAMES = (
@@ -276,7 +288,7 @@ class _Transport:
 
     def __call__(self, params, after_rows, erased_rows, damping) -> tf.Tensor:
         first = self.reference is None
-        step = _build_transport_step(self.model, first, self.step_after, self.diagonal, self.belief)
+        step = _build_transport_step(self.model, self.belief)
         new, after, checks, finite = step(
             params,
             self.noise,
@@ -285,6 +297,9 @@ class _Transport:
             tf.constant(after_rows, tf.int64),
             tf.constant(erased_rows, tf.int64),
             tf.constant(damping, tf.float64),
+            tf.constant(first),
+            tf.constant(self.step_after),
+            tf.constant(self.diagonal),
         )
         suffix = " (+ damping I)" if damping else ""
         for name, matrix in zip(_CHECK_NAMES, checks.numpy()):  # one copy to the host

@@ -115,15 +115,18 @@ def _build(log_likelihood, log_prior, derivatives, points_spec, dim: int) -> dic
         hessian = outer.batch_jacobian(grad, theta, unconnected_gradients="zero")
         return grad, 0.5 * (hessian + tf.linalg.matrix_transpose(hessian))
 
+    def data_gradient_and_hessian(theta, points, scale):
+        """Of the (scaled) log-likelihood alone, no prior."""
+        if derivatives is None:
+            return autodiff_gradient_and_hessian(theta, points, tf.constant(0.0, tf.float64), scale)
+        gradient, hessian = derivatives(theta, points)
+        return scale * gradient, scale * hessian
+
     def gradient_and_hessian(theta, points, prior, scale):
         if derivatives is None:
             return autodiff_gradient_and_hessian(theta, points, prior, scale)
         gradient, hessian = derivatives(theta, points)
-        prior_gradient, prior_hessian = tf.cond(  # skip the prior's autodiff when it is not wanted
-            prior != 0.0,
-            lambda: prior_terms(theta),
-            lambda: (tf.zeros_like(gradient), tf.zeros_like(hessian)),
-        )
+        prior_gradient, prior_hessian = prior_terms(theta)
         return scale * gradient + prior * prior_gradient, scale * hessian + prior * prior_hessian
 
     def gradient(theta, points, prior, scale):
@@ -157,6 +160,7 @@ def _build(log_likelihood, log_prior, derivatives, points_spec, dim: int) -> dic
         "gradient_and_hessian": compile_(
             gradient_and_hessian, [theta_spec, points_spec, number, number]
         ),
+        "data_gradient_and_hessian": compile_(data_gradient_and_hessian, [theta_spec, points_spec, number]),
         "autodiff_gradient_and_hessian": compile_(
             autodiff_gradient_and_hessian, [theta_spec, points_spec, number, number]
         ),
