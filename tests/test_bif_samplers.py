@@ -1,4 +1,4 @@
-"""Tests for SGLD / SGHMC and for forgetting applied to every posterior sample."""
+"""Tests for SGLD / SGHMC, and for forgetting applied to the samples of the Gaussian mixture."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from unlearnkit.bif import (
     SGHMC,
     SGLD,
     GaussianMixtureModel,
+    forget_chains,
     forget_samples,
     influence_hessians,
     influence_unlearn,
     mixture,
+    reweight_samples,
 )
 
 # Conjugate model: z_i ~ N(theta, I_2), theta ~ N(0, PRIOR_VAR I_2).
@@ -95,6 +97,21 @@ def test_seeds_reproduce_runs(name):
     np.testing.assert_array_equal(c, d)
 
 
+def test_run_length_and_recording_can_change_per_call():
+    sampler = SAMPLERS["sgld"](10)
+    initial = np.zeros((3, 2))
+    samples, info = sampler.sample(POINTS, initial, num_steps=7, record_every=1, seed=2, return_info=True)
+    assert info.trace.shape == (7, 3, 2) and info.num_steps == 7
+    np.testing.assert_array_equal(info.trace[-1], samples)
+    # a longer run with the same seed starts with the same steps
+    _, longer = sampler.sample(POINTS, initial, num_steps=14, record_every=1, seed=2, return_info=True)
+    np.testing.assert_array_equal(longer.trace[:7], info.trace)
+    with pytest.raises(ValueError, match="multiple"):
+        sampler.sample(POINTS, initial, num_steps=7, record_every=2)
+    with pytest.raises(ValueError, match="num_steps"):
+        sampler.sample(POINTS, initial, num_steps=0)
+
+
 def test_sampler_does_not_mutate_inputs():
     points, initial = POINTS.copy(), np.ones((4, 2))
     initial_copy = initial.copy()
@@ -154,6 +171,12 @@ def test_bad_sampler_inputs():
 # ------------------------------------------------------------------------------ forgetting
 
 MODEL = GaussianMixtureModel()
+MIXTURE = dict(log_likelihood=MODEL.log_likelihood, log_prior=MODEL.log_prior)
+CLOSED_FORM = dict(log_likelihood_derivatives=MODEL.log_likelihood_derivatives)
+
+
+def _forget(samples, points, erased, **options):
+    return forget_samples(samples, MODEL.log_likelihood, MODEL.log_prior, points, erased, **options)
 
 
 @pytest.fixture(scope="module")
@@ -164,17 +187,26 @@ def gmm_samples():
     sampler = SGLD(MODEL.h, MODEL.f, step_size=1e-3, batch_size=50, num_steps=400, record_every=400)
     samples = sampler.sample(data.points, initial, seed=0)
     erased = np.random.default_rng(1).permutation(datasets.structured_removal(data, per_cluster=60))
-    return data, samples, erased
+    keep = datasets.remaining_indices(erased, len(data.points))
+    retrained = sampler.sample(data.points[keep], samples, seed=9)
+    return data, samples, erased, sampler, retrained
+
+
+def test_closed_form_derivatives_give_the_autodiff_result(gmm_samples):
+    data, samples, erased, _, _ = gmm_samples
+    for method in ("newton", "transport"):
+        auto = _forget(samples, data.points, erased, method=method)
+        closed = _forget(samples, data.points, erased, method=method, **CLOSED_FORM)
+        np.testing.assert_allclose(closed, auto, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("hessian", ["after", "before"])
-def test_forget_samples_equals_influence_unlearn_per_sample(gmm_samples, hessian):
-    data, samples, erased = gmm_samples
+def test_per_sample_newton_equals_influence_unlearn_per_sample(gmm_samples, hessian):
+    data, samples, erased, _, _ = gmm_samples
     keep = datasets.remaining_indices(erased, len(data.points))
     energy_points = tf.constant(data.points[keep] if hessian == "after" else data.points)
     removed = tf.constant(data.points[erased])
-    # the per-sample reference always uses the Hessian of energy_points ("before" form)
-    result = forget_samples(MODEL, samples, data.points, erased, hessian=hessian)
+    result = _forget(samples, data.points, erased, method="newton", hessian=hessian, **CLOSED_FORM)
     for j in range(0, 16, 5):
         expected = influence_unlearn(
             lambda t: MODEL.energy(t[None], energy_points)[0],
@@ -184,54 +216,42 @@ def test_forget_samples_equals_influence_unlearn_per_sample(gmm_samples, hessian
         np.testing.assert_allclose(result[j], expected, rtol=1e-9, atol=1e-9)
 
 
-def test_forget_samples_is_exact_for_a_conjugate_gaussian():
-    """For a quadratic energy the "after" step maps the posterior mean exactly onto the
-    retrained one, and is affine in theta."""
-
-    class Conjugate(GaussianMixtureModel):
-        def energy_derivatives(self, theta, points):
-            n = tf.cast(tf.shape(points)[0], tf.float64)
-            grad = n * theta - tf.reduce_sum(points, 0) + theta / PRIOR_VAR
-            return grad, tf.eye(2, batch_shape=[tf.shape(theta)[0]], dtype=tf.float64) * (n + 1 / PRIOR_VAR)
-
-        def h_derivatives(self, theta, points):
-            n = tf.cast(tf.shape(points)[0], tf.float64)
-            return n * theta - tf.reduce_sum(points, 0), tf.eye(
-                2, batch_shape=[tf.shape(theta)[0]], dtype=tf.float64
-            ) * n
-
-    model = Conjugate(num_components=1, dim=2, prior_scale=2.0)
-    samples = SAMPLERS["sgld"](None).sample(POINTS, np.zeros((NUM_CHAINS, 2)), seed=3)
-    erased = np.arange(30)
-    processed = forget_samples(model, samples, POINTS, erased, hessian="after").numpy()
-    rest = POINTS[30:]
-    retrained_mean = rest.sum(0) / (len(rest) + 1 / PRIOR_VAR)
-    # the map theta -> theta + H_r^{-1} grad sum_erased h is affine with fixed point structure:
-    expected = retrained_mean + (samples.numpy() - POST_MEAN) * POST_PRECISION / (
-        len(rest) + 1 / PRIOR_VAR
+def test_transport_fixes_the_spread_that_the_newton_step_inflates(gmm_samples):
+    data, samples, erased, _, retrained = gmm_samples
+    newton = mixture.compare_samples(_forget(samples, data.points, erased, method="newton", **CLOSED_FORM),
+                                     retrained, samples)
+    transport = mixture.compare_samples(
+        _forget(samples, data.points, erased, refine_steps=1, **CLOSED_FORM), retrained, samples
     )
-    np.testing.assert_allclose(processed, expected, rtol=1e-10, atol=1e-10)
+    assert transport.distance_ratio < 0.2, transport
+    assert np.all(np.abs(np.log(transport.sd_ratio)) < np.log(1.3)), transport.sd_ratio
+    assert newton.sd_ratio.max() > 1.5, newton.sd_ratio  # clusters 0 and 2 lose 60 of 100 points
+    assert transport.epsilon < 0.5 * newton.epsilon
 
 
-def test_forget_samples_moves_centres_towards_retraining(gmm_samples):
-    data, samples, erased = gmm_samples
-    keep = datasets.remaining_indices(erased, len(data.points))
-    initial = samples.numpy()
-    sampler = SGLD(MODEL.h, MODEL.f, step_size=1e-3, batch_size=50, num_steps=400, record_every=400)
-    retrained = sampler.sample(data.points[keep], initial, seed=9).numpy().mean(0).reshape(4, 2)
-    original = samples.numpy().mean(0).reshape(4, 2)
-    processed = forget_samples(MODEL, samples, data.points, erased, hessian="after")
-    processed = processed.numpy().mean(0).reshape(4, 2)
-    ratio = mixture.centre_distance(processed, retrained) / mixture.centre_distance(original, retrained)
-    assert ratio < 0.2, ratio
+def test_bif_chains_and_reweighting_on_the_mixture(gmm_samples):
+    data, samples, erased, sampler, retrained = gmm_samples
+    chains, info = forget_chains(
+        samples, MODEL.log_likelihood, MODEL.log_prior, data.points, erased, sampler,
+        num_chunks=4, expectation_steps=5, solver_iterations=8, hessian_batch_size=64, seed=3,
+        return_info=True, **CLOSED_FORM,
+    )
+    assert info.sampler_steps == 4 * 5 * (1 + 8)
+    assert mixture.compare_samples(chains, retrained, samples).distance_ratio < 0.5
+    weights, importance = reweight_samples(samples, MODEL.log_likelihood, data.points, erased,
+                                           return_info=True)
+    assert importance.effective_sample_size < 5  # 120 points carry too much information
+    comparison = mixture.compare_samples(samples, retrained, samples, weights=weights)
+    assert comparison.epsilon == np.inf and np.isnan(comparison.epsilon_knn)
 
 
-def test_forget_samples_inputs_not_mutated_and_chunks(gmm_samples):
-    data, samples, erased = gmm_samples
+def test_inputs_not_mutated_and_chunks(gmm_samples):
+    data, samples, erased, _, _ = gmm_samples
     samples_np, points, erased_copy = samples.numpy(), data.points.copy(), erased.copy()
     copy = samples_np.copy()
-    once = forget_samples(MODEL, samples_np, data.points, erased, hessian="before")
-    chunked = forget_samples(MODEL, samples_np, data.points, erased, hessian="before", num_chunks=8)
+    once = _forget(samples_np, data.points, erased, method="newton", hessian="before", **CLOSED_FORM)
+    chunked = _forget(samples_np, data.points, erased, method="newton", hessian="before", num_chunks=8,
+                      **CLOSED_FORM)
     np.testing.assert_array_equal(samples_np, copy)
     np.testing.assert_array_equal(data.points, points)
     np.testing.assert_array_equal(erased, erased_copy)
@@ -239,34 +259,15 @@ def test_forget_samples_inputs_not_mutated_and_chunks(gmm_samples):
 
 
 def test_indefinite_hessians_need_explicit_damping(gmm_samples):
-    data, samples, _ = gmm_samples
+    data, samples, _, _, _ = gmm_samples
     bad = samples.numpy().copy()
     bad[0, :2] = [0.0, 3.0]  # centre 0 of sample 0 midway between two clusters: a saddle
-    hessians = influence_hessians(MODEL, bad, data.points, np.arange(3))
+    hessians = influence_hessians(bad, MODEL.log_likelihood, MODEL.log_prior, data.points, np.arange(3),
+                                  hessian="after", **CLOSED_FORM)
     eigenvalues = np.linalg.eigvalsh(hessians.numpy()).min(-1)
     assert eigenvalues[0] < 0 and (eigenvalues[1:] > 0).all()
     with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
-        forget_samples(MODEL, bad, data.points, np.arange(3))
-    damped = forget_samples(MODEL, bad, data.points, np.arange(3), damping=-eigenvalues[0] + 1.0)
+        _forget(bad, data.points, np.arange(3), method="newton", **CLOSED_FORM)
+    damped = _forget(bad, data.points, np.arange(3), method="newton", damping=-eigenvalues[0] + 1.0,
+                     **CLOSED_FORM)
     assert np.isfinite(damped.numpy()).all()
-
-
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        ({"erased": np.arange(401)}, ValueError, "only 400"),
-        ({"erased": np.array([3, 3])}, ValueError, "repeated"),
-        ({"samples": np.zeros((4, 6))}, ValueError, "samples"),
-        ({"samples": np.full((4, 8), np.inf)}, ValueError, "samples"),
-        ({"points": np.full((400, 2), np.nan)}, ValueError, "points"),
-        ({"hessian": "during"}, ValueError, "hessian"),
-        ({"damping": -1.0}, ValueError, "damping"),
-    ],
-)
-def test_forget_samples_rejects_bad_input(gmm_samples, kwargs, error, message):
-    data, samples, erased = gmm_samples
-    args = {"samples": samples, "points": data.points, "erased": erased[:5]}
-    args.update({k: v for k, v in kwargs.items() if k in args})
-    other = {k: v for k, v in kwargs.items() if k not in args}
-    with pytest.raises(error, match=message):
-        forget_samples(MODEL, args["samples"], args["points"], args["erased"], **other)

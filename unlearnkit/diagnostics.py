@@ -18,6 +18,7 @@ __all__ = [
     "ImportanceInfo",
     "SamplerInfo",
     "InfluenceInfo",
+    "ForgettingInfo",
 ]
 
 
@@ -111,3 +112,26 @@ class InfluenceInfo:
     hessian: str = "before"
     solver: str = "exact"
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ForgettingInfo:
+    """What forgetting applied to posterior samples, chains or a variational fit did.
+
+    Attributes:
+        method: the algorithm (e.g. ``"transport"``, ``"newton"``, ``"influence"``,
+            ``"continued sampling"``).
+        hessian: which energy's Hessian the steps used, ``"before"`` or ``"after"``.
+        num_chunks: how many sequential chunks the erased data were removed in.
+        sampler_steps: sampler steps every chain ran on the data (0 when the method runs no
+            sampler).
+        seconds: wall-clock time.
+        path: the state after every chunk, ``[K, ...]`` (samples, or packed parameters).
+    """
+
+    method: str
+    hessian: str
+    num_chunks: int
+    sampler_steps: int
+    seconds: float
+    path: Optional[np.ndarray] = field(default=None, repr=False, compare=False)

@@ -1,30 +1,27 @@
-"""Energy functions of a Gaussian mixture model, for Bayesian inference forgetting.
+"""The Gaussian-mixture model of the Bayesian inference forgetting experiment.
 
-BIF writes the quantity an inference method minimises as an *energy*
+A mixture of ``K`` Gaussians with identity covariance and equal weights 1/K in ``R^D`` whose
+unknown centres ``mu_1, ..., mu_K`` have the prior ``N(0, prior_scale^2 I)``; the centres are
+stored as one flat vector ``theta = (mu_1, ..., mu_K)`` of length ``K D``. The model is a
+user of the generic forgetting interface (:mod:`unlearnkit.bif.per_datum`): it gives the
+per-datum :meth:`~GaussianMixtureModel.log_likelihood`, the
+:meth:`~GaussianMixtureModel.log_prior`, and, to save automatic differentiation, the
+closed-form :meth:`~GaussianMixtureModel.log_likelihood_derivatives`. For the samplers,
+:meth:`~GaussianMixtureModel.h` and :meth:`~GaussianMixtureModel.f` are the energies
+``h(theta, z) = -log p(z | theta)`` and ``f(theta) = -log p(theta)``, and
+``F(theta, S) = sum_{z in S} h(theta, z) + f(theta)`` (:meth:`~GaussianMixtureModel.energy`).
 
-    F(gamma, S) = sum_{z in S} h(gamma, z) + f(gamma),
-
-so that removing data is subtracting terms: F(gamma, S - S') = F(gamma, S) - sum_{z in S'} h(gamma, z).
-This module gives ``h``, ``f`` and ``F`` of one model, a mixture of ``K`` Gaussians with
-identity covariance and equal weights 1/K in ``R^D`` whose unknown centres
-``mu_1, ..., mu_K`` have the prior ``N(0, prior_scale^2 I)``. The centres are stored as one
-flat vector ``theta = (mu_1, ..., mu_K)`` of length ``K D``.
-
-Two readings of the energy, one per kind of inference:
-
-* Sampling (SGLD, SGHMC): gamma is one posterior sample theta, h(theta, z) = -log p(z | theta)
-  and f(theta) = -log p(theta). Functions here take a batch of ``C`` samples (chains) at once.
-* Stochastic variational inference (SVI): gamma = (m, rho) parameterises the mean-field
-  q(theta) = N(m, diag(softplus(rho)^2)); h(gamma, z) = -E_q[log p(z | theta)] estimated with
-  *fixed* base noise eps (theta_s = m + softplus(rho) * eps_s), so F is a deterministic,
-  smooth function of gamma; f(gamma) = KL(q || prior) in closed form. F is the negative
-  evidence lower bound.
+Mixture components are exchangeable (label switching), so results are compared only after
+their components are paired up: :func:`match_permutation`, :func:`align_components`, and the
+comparisons of a processed result with the retrained one, :func:`compare_samples` and
+:func:`compare_beliefs` (centre distances, spreads and the KL divergence epsilon).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import numpy as np
 import scipy.cluster.vq
@@ -32,16 +29,22 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.optimize import linear_sum_assignment
 
-from unlearnkit._validation import as_float64, check_positive_int
-from unlearnkit.seeds import Seed, sanitize_seed
+from unlearnkit._validation import as_float64, as_gaussian_belief, check_positive_int
+from unlearnkit.errors import DegenerateWeightsError
+from unlearnkit.metrics import gaussian_kl, gaussian_moment_kl, knn_kl
+
+tfd = tfp.distributions
 
 __all__ = [
     "GaussianMixtureModel",
-    "svi_noise",
     "kmeans_centres",
     "match_permutation",
     "match_centres",
     "centre_distance",
+    "align_components",
+    "Comparison",
+    "compare_samples",
+    "compare_beliefs",
 ]
 
 
@@ -55,8 +58,7 @@ class GaussianMixtureModel:
         prior_scale: standard deviation sigma_0 of the prior N(0, sigma_0^2 I) on every centre.
 
     Shapes: ``theta [C, K*D]`` (C samples of the flattened centres), ``points [n, D]`` (or
-    ``[C, b, D]``: a separate minibatch for every sample), ``gamma [2*K*D]`` = ``(m, rho)``,
-    ``noise [M, K*D]``.
+    ``[C, b, D]``: a separate minibatch for every sample).
     """
 
     num_components: int = 4
@@ -83,17 +85,6 @@ class GaussianMixtureModel:
     def check_points(self, points: object, name: str = "points") -> tf.Tensor:
         """``points`` as a finite float64 ``[n, D]`` tensor."""
         return as_float64(points, name, shape=[None, self.dim])
-
-    def check_gamma(self, gamma: object, name: str = "gamma") -> tf.Tensor:
-        """``gamma`` as a finite float64 ``[2*K*D]`` vector of variational parameters."""
-        return as_float64(gamma, name, shape=[2 * self.num_params])
-
-    def check_noise(self, noise: object, name: str = "noise") -> tf.Tensor:
-        """``noise`` as a finite float64 ``[M, K*D]`` tensor of base samples, M >= 1."""
-        noise = as_float64(noise, name, shape=[None, self.num_params])
-        if noise.shape[0] == 0:
-            raise ValueError(f"{name} must hold at least one base sample")
-        return noise
 
     def centres(self, theta: tf.Tensor) -> tf.Tensor:
         """Reshape flat parameters ``[..., K*D]`` into centres ``[..., K, D]``."""
@@ -137,6 +128,10 @@ class GaussianMixtureModel:
             2.0 * math.pi * var
         )
 
+    def log_prior(self, theta: tf.Tensor) -> tf.Tensor:
+        """log p(theta) = -f(theta): ``[C, K*D] -> [C]``."""
+        return -self.f(theta)
+
     def energy(self, theta: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
         """F(theta, S) = sum_i h(theta, z_i) + f(theta), the negative log joint: ``[C]``.
 
@@ -178,111 +173,21 @@ class GaussianMixtureModel:
         hessian = tf.reshape(cross + block_diagonal, [num, k * d, k * d])
         return gradient, 0.5 * (hessian + tf.linalg.matrix_transpose(hessian))
 
+    def log_likelihood_derivatives(self, theta: tf.Tensor, points: tf.Tensor) -> tuple:
+        """Gradient ``[C, K*D]`` and Hessian ``[C, K*D, K*D]`` of sum_i log p(z_i | theta), closed form.
+
+        The ``log_likelihood_derivatives`` that :func:`unlearnkit.bif.forget_samples` and its
+        relatives accept: the negatives of :meth:`h_derivatives`.
+        """
+        gradient, hessian = self.h_derivatives(theta, points)
+        return -gradient, -hessian
+
     def energy_derivatives(self, theta: tf.Tensor, points: tf.Tensor) -> tuple:
         """Gradient ``[C, K*D]`` and Hessian ``[C, K*D, K*D]`` of F(theta, S), in closed form."""
         gradient, hessian = self.h_derivatives(theta, points)
         precision = 1.0 / self.prior_scale**2
         eye = tf.eye(self.num_params, dtype=tf.float64)
         return gradient + precision * self.check_theta(theta), hessian + precision * eye
-
-    # ------------------------------------------------------------ SVI energies
-    def svi_scales(self, gamma: tf.Tensor) -> tf.Tensor:
-        """Standard deviations softplus(rho) of q: ``gamma [..., 2*K*D] -> [..., K*D]``."""
-        return tf.math.softplus(gamma[..., self.num_params :])
-
-    def svi_samples(self, gamma: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-        """theta_s = m + softplus(rho) * eps_s: ``gamma [2*K*D], noise [M, K*D] -> [M, K*D]``."""
-        gamma, noise = self.check_gamma(gamma), self.check_noise(noise)
-        return gamma[: self.num_params] + self.svi_scales(gamma) * noise
-
-    def svi_h(self, gamma: tf.Tensor, points: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-        """h(gamma, z) = -(1/M) sum_s log p(z | theta_s): ``[n]``."""
-        return tf.reduce_mean(self.h(self.svi_samples(gamma, noise), points), axis=0)
-
-    def svi_f(self, gamma: tf.Tensor) -> tf.Tensor:
-        """f(gamma) = KL(q_gamma || N(0, sigma_0^2 I)) in closed form: scalar."""
-        gamma = self.check_gamma(gamma)
-        mean, scale = gamma[: self.num_params], self.svi_scales(gamma)
-        ratio = (scale / self.prior_scale) ** 2
-        return 0.5 * tf.reduce_sum(ratio + (mean / self.prior_scale) ** 2 - 1.0 - tf.math.log(ratio))
-
-    def svi_energy(self, gamma: tf.Tensor, points: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-        """F(gamma, S) = sum_i h(gamma, z_i) + KL(q_gamma || prior), the negative ELBO: scalar."""
-        return tf.reduce_sum(self.svi_h(gamma, points, noise)) + self.svi_f(gamma)
-
-    def svi_h_derivatives(self, gamma: tf.Tensor, points: tf.Tensor, noise: tf.Tensor) -> tuple:
-        """Gradient ``[2*K*D]`` and Hessian ``[2*K*D, 2*K*D]`` of sum_i h(gamma, z_i), closed form.
-
-        Chain rule through theta_s = m + s * eps_s, s = softplus(rho), from the per-sample
-        derivatives g_s, H_s of :meth:`h_derivatives` (means over the M base samples):
-
-            grad_m = <g_s>,  grad_rho = <g_s * eps_s> s',
-            hess_mm = <H_s>,  hess_m,rho = <H_s diag(eps_s)> diag(s'),
-            hess_rho,rho = diag(s') <diag(eps_s) H_s diag(eps_s)> diag(s') + diag(<g_s * eps_s> s'').
-        """
-        gamma, noise = self.check_gamma(gamma), self.check_noise(noise)
-        rho = gamma[self.num_params :]
-        ds, d2s = tf.math.sigmoid(rho), tf.math.sigmoid(rho) * tf.math.sigmoid(-rho)
-        g, hs = self.h_derivatives(self.svi_samples(gamma, noise), points)  # [M, P], [M, P, P]
-        g_eps = tf.reduce_mean(g * noise, 0)
-        h_mm = tf.reduce_mean(hs, 0)
-        h_m_eps = tf.reduce_mean(hs * noise[:, None, :], 0)  # <H_s diag(eps_s)>
-        h_eps_eps = tf.reduce_mean(noise[:, :, None] * hs * noise[:, None, :], 0)
-        h_mr = h_m_eps * ds[None, :]
-        h_rr = ds[:, None] * h_eps_eps * ds[None, :] + tf.linalg.diag(g_eps * d2s)
-        gradient = tf.concat([tf.reduce_mean(g, 0), g_eps * ds], 0)
-        hessian = tf.concat(
-            [tf.concat([h_mm, h_mr], 1), tf.concat([tf.transpose(h_mr), h_rr], 1)], 0
-        )
-        return gradient, hessian
-
-    def svi_f_derivatives(self, gamma: tf.Tensor) -> tuple:
-        """Gradient ``[2*K*D]`` and Hessian ``[2*K*D, 2*K*D]`` of KL(q_gamma || prior), closed form."""
-        gamma = self.check_gamma(gamma)
-        mean, rho = gamma[: self.num_params], gamma[self.num_params :]
-        s, ds = tf.math.softplus(rho), tf.math.sigmoid(rho)
-        d2s = ds * tf.math.sigmoid(-rho)
-        precision = 1.0 / self.prior_scale**2
-        d_s = precision * s - 1.0 / s  # dKL/ds
-        d2_s = precision + 1.0 / s**2  # d2KL/ds2
-        gradient = tf.concat([precision * mean, d_s * ds], 0)
-        diagonal = tf.concat(
-            [tf.fill([self.num_params], tf.constant(precision, tf.float64)), d2_s * ds**2 + d_s * d2s], 0
-        )
-        return gradient, tf.linalg.diag(diagonal)
-
-    def svi_gamma(self, mean: object, scale: object) -> tf.Tensor:
-        """Pack a mean ``[K*D]`` and positive standard deviations ``[K*D]`` into gamma ``[2*K*D]``."""
-        mean = as_float64(mean, "mean", shape=[self.num_params])
-        scale = as_float64(scale, "scale", shape=[self.num_params])
-        if not bool(tf.reduce_all(scale > 0.0)):
-            raise ValueError("scale must be positive")
-        rho = tfp.math.softplus_inverse(scale)
-        return tf.concat([mean, rho], 0)
-
-
-def svi_noise(model: GaussianMixtureModel, num_samples: int, *, seed: Seed = None) -> tf.Tensor:
-    """Fixed base noise eps ``[M, K*D]`` for the SVI energies (common random numbers).
-
-    The samples come in antithetic pairs (eps, -eps), so their mean is exactly zero. For a
-    quadratic log-likelihood the Monte Carlo energy then separates into a part in the means
-    m and a part in the scales, as the exact expectation does, instead of coupling them
-    through the sample mean of the noise; for the mixture the coupling becomes small. (With
-    plain draws, F(., S - S') of the structured removal has negative curvature in rho at
-    gamma_S.)
-
-    Args:
-        model: the mixture model (sets K*D).
-        num_samples: M, an even number of Monte Carlo samples of theta.
-        seed: ``None``, an int or a stateless seed; the same seed gives the same noise.
-    """
-    check_positive_int(num_samples, "num_samples")
-    if num_samples % 2:
-        raise ValueError(f"num_samples must be even (antithetic pairs), got {num_samples}")
-    half = tf.random.stateless_normal(
-        [num_samples // 2, model.num_params], seed=sanitize_seed(seed), dtype=tf.float64
-    )
-    return tf.concat([half, -half], axis=0)
 
 
 def kmeans_centres(points: object, num_components: int = 4, *, seed: int = 0) -> np.ndarray:
@@ -339,3 +244,97 @@ def centre_distance(centres: object, reference: object) -> float:
     """Root of the total squared distance between matched centres ``[K, D]``."""
     matched = match_centres(centres, reference)
     return float(np.sqrt(((matched - np.asarray(reference, dtype=np.float64)) ** 2).sum()))
+
+
+def align_components(theta: object, perm: object, dim: int) -> np.ndarray:
+    """Reorder the components of flat parameters ``[..., K*D]``: component ``k`` of the result
+    is component ``perm[k]`` of ``theta`` (``perm`` from :func:`match_permutation`)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    perm = np.asarray(perm)
+    index = (perm[:, None] * dim + np.arange(dim)[None, :]).reshape(-1)
+    return theta[..., index]
+
+
+class Comparison(NamedTuple):
+    """How close a processed result is to the retrained one (components paired up).
+
+    Attributes:
+        distance_ratio: distance from the processed centres to the retrained ones over the
+            distance from the original centres to the retrained ones (0: perfect, 1: nothing
+            forgotten); centres are the sample (or weighted, or variational) means.
+        sd_ratio: ``[K]`` per component, the processed over the retrained standard deviation
+            (root mean square over the ``D`` coordinates).
+        epsilon: ``KL[processed || retrained]``: closed form for Gaussian beliefs; for samples,
+            between the Gaussians that match each component's mean and covariance (the centres
+            are nearly independent a posteriori), ``inf`` when weights leave too few samples.
+        epsilon_knn: for samples, the k-nearest-neighbour estimate of the same KL in all
+            ``K*D`` dimensions (:func:`unlearnkit.metrics.knn_kl`); ``nan`` otherwise.
+    """
+
+    distance_ratio: float
+    sd_ratio: np.ndarray
+    epsilon: float
+    epsilon_knn: float
+
+
+def _weighted_moments(x: np.ndarray, weights: Optional[np.ndarray]) -> tuple:
+    w = np.full(x.shape[0], 1.0 / x.shape[0]) if weights is None else weights / weights.sum()
+    mean = w @ x
+    return mean, np.sqrt(w @ (x - mean) ** 2)
+
+
+def _rms(sd: np.ndarray, dim: int) -> np.ndarray:
+    return np.sqrt(np.mean(sd.reshape(-1, dim) ** 2, axis=-1))
+
+
+def compare_samples(
+    processed: object,
+    retrained: object,
+    original: object,
+    *,
+    dim: int = 2,
+    weights: object = None,
+) -> Comparison:
+    """Compare processed samples ``[C, K*D]`` with retrained samples ``[C', K*D]``.
+
+    The retrained chains may label the components differently: their components are
+    paired with the processed ones first (by the sample means). ``original`` ``[C'', K*D]``
+    (the samples before forgetting, labelled like ``processed``) sets the scale of the
+    distance ratio. ``weights`` ``[C]`` weigh the processed samples (importance reweighting).
+    """
+    processed = as_float64(processed, "processed", ndim=2).numpy()
+    retrained = as_float64(retrained, "retrained", ndim=2).numpy()
+    original = as_float64(original, "original", ndim=2).numpy()
+    w = None if weights is None else as_float64(weights, "weights", shape=[processed.shape[0]]).numpy()
+    mean, sd = _weighted_moments(processed, w)
+    k = processed.shape[1] // dim
+    perm = match_permutation(retrained.mean(0).reshape(k, dim), mean.reshape(k, dim))
+    retrained = align_components(retrained, perm, dim)
+    target, target_sd = retrained.mean(0), retrained.std(0)
+    ratio = np.linalg.norm(mean - target) / np.linalg.norm(original.mean(0) - target)
+    try:
+        epsilon = gaussian_moment_kl(processed, retrained, weights_p=w, block_size=dim)
+    except DegenerateWeightsError:
+        epsilon = math.inf
+    epsilon_knn = math.nan if w is not None else knn_kl(processed, retrained)
+    return Comparison(float(ratio), _rms(sd, dim) / _rms(target_sd, dim), epsilon, epsilon_knn)
+
+
+def compare_beliefs(processed: object, retrained: object, original: object, *, dim: int = 2) -> Comparison:
+    """Compare Gaussian beliefs over ``theta [K*D]`` (variational fits); epsilon in closed form."""
+    processed = as_gaussian_belief(processed, "processed")
+    retrained = as_gaussian_belief(retrained, "retrained")
+    original = as_gaussian_belief(original, "original")
+    mean = processed.mean().numpy()
+    k = mean.shape[0] // dim
+    perm = match_permutation(retrained.mean().numpy().reshape(k, dim), mean.reshape(k, dim))
+    index = (np.asarray(perm)[:, None] * dim + np.arange(dim)[None, :]).reshape(-1)
+    covariance = retrained.covariance().numpy()[np.ix_(index, index)]
+    aligned = tfd.MultivariateNormalTriL(
+        loc=tf.constant(retrained.mean().numpy()[index]),
+        scale_tril=tf.constant(np.linalg.cholesky(covariance)),
+    )
+    target = aligned.mean().numpy()
+    ratio = np.linalg.norm(mean - target) / np.linalg.norm(original.mean().numpy() - target)
+    sd_ratio = _rms(processed.stddev().numpy(), dim) / _rms(aligned.stddev().numpy(), dim)
+    return Comparison(float(ratio), sd_ratio, float(gaussian_kl(processed, aligned)), math.nan)

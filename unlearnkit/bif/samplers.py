@@ -63,7 +63,10 @@ class _StochasticGradientSampler:
             tf.TensorSpec([None, None], tf.float64),
             tf.TensorSpec([None, None], tf.float64),
             tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32),
         ]
+        # the numbers of steps are inputs, so runs of any length share one trace
         self._run = tf.function(self._run_impl, input_signature=spec)
 
     # -- to be provided by subclasses
@@ -90,7 +93,14 @@ class _StochasticGradientSampler:
             total = tf.reduce_sum(energy)  # chains are independent: one backward pass for all
         return tape.gradient(total, theta)
 
-    def _run_impl(self, points: tf.Tensor, initial: tf.Tensor, seed: tf.Tensor) -> tuple:
+    def _run_impl(
+        self,
+        points: tf.Tensor,
+        initial: tf.Tensor,
+        seed: tf.Tensor,
+        num_records: tf.Tensor,
+        record_every: tf.Tensor,
+    ) -> tuple:
         fold = tf.random.experimental.stateless_fold_in
         aux0 = self._initial_aux(initial, fold(seed, -1))
 
@@ -103,12 +113,12 @@ class _StochasticGradientSampler:
         def record(carry, _):
             t, theta, aux = carry
             t, theta, aux = tf.while_loop(
-                lambda i, *_: i < t + self.record_every, step, (t, theta, aux)
+                lambda i, *_: i < t + record_every, step, (t, theta, aux)
             )
             return t, theta, aux
 
         start = (tf.constant(0, tf.int32), initial, aux0)
-        _, trace, _ = tf.scan(record, tf.range(self.num_steps // self.record_every), start)
+        _, trace, _ = tf.scan(record, tf.range(num_records), start)
         return trace[-1], trace
 
     def _check_energies(self, points: tf.Tensor, initial: tf.Tensor) -> None:
@@ -138,6 +148,8 @@ class _StochasticGradientSampler:
         points: object,
         initial: object,
         *,
+        num_steps: Optional[int] = None,
+        record_every: Optional[int] = None,
         seed: Seed = None,
         return_info: bool = False,
     ) -> Union[tf.Tensor, Tuple[tf.Tensor, SamplerInfo]]:
@@ -146,6 +158,10 @@ class _StochasticGradientSampler:
         Args:
             points: ``[n, D]`` the data S.
             initial: ``[C, P]`` the starting state of every chain.
+            num_steps: steps of every chain (default: the sampler's ``num_steps``).
+            record_every: keep the state every this many steps in the trace (default: the
+                sampler's ``record_every``); must divide ``num_steps``. Runs of any length
+                share one compiled loop.
             seed: ``None``, an int or a stateless seed; the same seed gives the same run.
             return_info: also return a :class:`~unlearnkit.diagnostics.SamplerInfo` with the
                 trace of the chains.
@@ -159,6 +175,14 @@ class _StochasticGradientSampler:
                 (reduce the step size).
         """
         start = time.perf_counter()
+        num_steps = self.num_steps if num_steps is None else check_positive_int(num_steps, "num_steps")
+        record_every = (
+            self.record_every if record_every is None else check_positive_int(record_every, "record_every")
+        )
+        if num_steps % record_every:
+            raise ValueError(
+                f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})"
+            )
         points = as_float64(points, "points", ndim=2)
         initial = as_float64(initial, "initial", ndim=2)
         if points.shape[0] == 0:
@@ -169,7 +193,13 @@ class _StochasticGradientSampler:
             )
         self._check_energies(points, initial)
         try:
-            samples, trace = self._run(points, initial, sanitize_seed(seed))
+            samples, trace = self._run(
+                points,
+                initial,
+                sanitize_seed(seed),
+                tf.constant(num_steps // record_every, tf.int32),
+                tf.constant(record_every, tf.int32),
+            )
         except tf.errors.InvalidArgumentError as err:  # a compiled finiteness check failed
             raise ValueError(
                 f"the sampler's states became NaN or infinite (the run diverged: reduce the step "
@@ -178,7 +208,7 @@ class _StochasticGradientSampler:
         ensure_finite(trace, "the sampler's states (the run diverged: reduce the step size)")
         if not return_info:
             return samples
-        info = SamplerInfo(trace.numpy(), self.num_steps, time.perf_counter() - start)
+        info = SamplerInfo(trace.numpy(), num_steps, time.perf_counter() - start)
         return samples, info
 
 
