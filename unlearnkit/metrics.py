@@ -320,6 +320,7 @@ def membership_inference_auc(member_scores: object, nonmember_scores: object) ->
     labels = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
     return float(roc_auc_score(labels, np.concatenate([members, nonmembers])))
 
+
 # ---------------------------------------------------------------- KL between sample sets
 
 
