@@ -1,6 +1,7 @@
 """Time unlearning against retraining for the sparse GP classifier of the moons chapter.
 
 Run:  python benchmarks/bench_moons.py  [--sizes 100 10000 100000] [--repeats 1]
+                                        [--model reference|fitted] [--output FILE.json]
 
 The model is the chapter's, with the reference experiment's settings: an SVGP with a
 Bernoulli likelihood with the logistic link (``Bernoulli(invlink=tf.sigmoid)``), a fixed
@@ -31,14 +32,22 @@ points and the number of Monte Carlo samples); retraining's grows with n. Requir
 methods, at least 10 times faster at n = 10,000 and 100 times at n = 100,000. The script
 exits with status 1 if a size it ran misses its requirement (wall-clock ratios).
 
+``--model fitted`` times the model the chapter used before issue 10 instead: probit link,
+inducing inputs ``X[::5]`` of the sorted 100-point data, kernel hyperparameters and inducing
+inputs fitted on those 100 points (200 L-BFGS iterations) and then frozen.
+
 The script runs against older versions of unlearnkit too (it then skips what they lack),
-which is how the "before" numbers of issue 10 were measured on the same settings.
+which is how the "before" numbers of issue 10 were measured on the same settings. With
+``--output`` it also writes its results as JSON (the moons chapter prints the stored run
+``benchmarks/results/bench_moons.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import sys
 import time
 import warnings
@@ -82,6 +91,24 @@ def reference_model(num_data: int) -> gpflow.models.SVGP:
     return model
 
 
+def fitted_model(num_data: int) -> gpflow.models.SVGP:
+    """The chapter's model before issue 10: hyperparameters and Z learned on 100 points, frozen."""
+    X, y = moons(100)
+    model = gpflow.models.SVGP(
+        kernel=gpflow.kernels.SquaredExponential(lengthscales=[1.0, 1.0]),
+        likelihood=gpflow.likelihoods.Bernoulli(),
+        inducing_variable=X[::5].copy(),
+        num_data=100,
+    )
+    gpflow.optimizers.Scipy().minimize(
+        model.training_loss_closure((X, y)), model.trainable_variables, options={"maxiter": 200}
+    )
+    gpflow.set_trainable(model.kernel, False)
+    gpflow.set_trainable(model.inducing_variable, False)
+    model.num_data = num_data
+    return model
+
+
 def timed(fn, repeats: int) -> tuple[float, float, object]:
     """Median wall-clock and process-CPU seconds over ``repeats`` calls, and the last result."""
     walls, cpus, result = [], [], None
@@ -115,9 +142,10 @@ def grid_request(full, X_e, y_e, q_full):
         return evidence_upper_bound.unlearn_eubo_grid(q_full, log_lik, LAMBDAS, seed=0, return_info=True)
 
 
-def bench_size(n: int, repeats: int) -> dict:
+def bench_size(n: int, repeats: int, model: str) -> dict:
     X, y = moons(n)
-    full = gp.fit_inducing_posterior(reference_model(n), X, y, max_iterations=5000)
+    start = reference_model(n) if model == "reference" else fitted_model(n)
+    full = gp.fit_inducing_posterior(start, X, y, max_iterations=5000)
     q_full = gp.inducing_posterior(full)
     erased = np.arange(n) >= n - NUM_ERASED
     X_e, y_e, X_r, y_r = X[erased], y[erased], X[~erased], y[~erased]
@@ -181,18 +209,57 @@ def report(row: dict) -> bool:
     return verdict
 
 
+def record(row: dict) -> dict:
+    """A JSON-ready summary of one size."""
+    retrain_wall = row["retrain"][0]
+    summary = {
+        "n": row["n"],
+        "retrain_seconds": retrain_wall,
+        "retrain_cpu_seconds": row["retrain"][1],
+        "retrain_iterations": row["iterations"],
+        "full_averaged_kl": row["full"],
+        "seconds": {},
+        "ratios": {},
+        "averaged_kl": {},
+    }
+    for name in ("EUBO", "reverse KL"):
+        summary["seconds"][name] = {f"{lam:g}": row[name, lam][0] for lam in LAMBDAS}
+        summary["ratios"][name] = {f"{lam:g}": retrain_wall / row[name, lam][0] for lam in LAMBDAS}
+        summary["averaged_kl"][name] = {
+            f"{lam:g}": (None if row[name, lam][3] else row[name, lam][2]) for lam in LAMBDAS
+        }
+    if "grid" in row:
+        wall = row["grid"][0]
+        summary["seconds"]["EUBO grid"] = {"all": wall}
+        summary["ratios"]["EUBO grid"] = {"per λ": retrain_wall * len(LAMBDAS) / wall}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--model", choices=("reference", "fitted"), default="reference")
+    parser.add_argument("--output", type=str, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
     print(f"unlearnkit from {os.path.dirname(unlearnkit.__file__)}; "
-          f"{'with' if HAS_GRID else 'without'} unlearn_eubo_grid")
-    ok = True
+          f"{'with' if HAS_GRID else 'without'} unlearn_eubo_grid; model: {args.model}")
+    load_before = os.getloadavg()[0]
+    ok, rows = True, []
     for n in args.sizes:
-        ok = report(bench_size(n, args.repeats)) and ok
+        row = bench_size(n, args.repeats, args.model)
+        ok = report(row) and ok
+        rows.append(record(row))
         sys.stdout.flush()
     print("\nratio = retraining time / unlearning time (> 1: unlearning is faster)")
+    if args.output:
+        machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+                   f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end")
+        result = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "model": args.model,
+                  "unlearnkit": os.path.dirname(unlearnkit.__file__), "rows": rows}
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
     return 0 if ok else 1
 
 

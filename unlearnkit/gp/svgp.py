@@ -567,9 +567,13 @@ def conditional_predictive_mean(
     likelihood = gpflow.utilities.deepcopy(model.likelihood)
     check_u = _u_checker(num_inducing)
 
+    bernoulli = isinstance(likelihood, gpflow.likelihoods.Bernoulli)
+
     @tf.function(input_signature=[tf.TensorSpec([None, num_inducing], tf.float64)])
     def _predictive_mean(u: tf.Tensor) -> tf.Tensor:
         mean, _ = likelihood.predict_mean_and_var(X, conditional.mean(u), variance)
+        if bernoulli:  # quadrature weights sum to 1 only up to rounding: keep p in [0, 1]
+            mean = tf.clip_by_value(mean, 0.0, 1.0)
         return mean[..., 0]
 
     def predictive_mean(u: tf.Tensor) -> tf.Tensor:
