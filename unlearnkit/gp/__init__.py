@@ -7,10 +7,15 @@ Importing this module imports GPflow; ``import unlearnkit`` alone does not.
 """
 
 from unlearnkit.gp.svgp import (
+    KINDS,
+    LOGISTIC_TOLERANCE,
+    SVGPLogLikelihood,
     conditional_predictive_mean,
     erased_log_likelihood,
     fit_inducing_posterior,
     inducing_posterior,
+    is_logistic_bernoulli,
+    logistic_gauss_hermite_points,
     with_inducing_posterior,
 )
 
@@ -20,4 +25,9 @@ __all__ = [
     "with_inducing_posterior",
     "conditional_predictive_mean",
     "fit_inducing_posterior",
+    "SVGPLogLikelihood",
+    "is_logistic_bernoulli",
+    "logistic_gauss_hermite_points",
+    "KINDS",
+    "LOGISTIC_TOLERANCE",
 ]

@@ -30,6 +30,18 @@ reproduces retraining exactly. The alternative ``kind="predictive"``,
 ``log ∫ p(y_i | f) p(f | x_i, u) df`` (GPflow's ``predict_log_density``), is the likelihood
 of a model whose latent values are independent given u; it exceeds ``ℓ_i(u)`` by a Jensen
 gap that grows with the conditional variance, and is not what the SVGP was trained with.
+``kind="conditional_mean"``, ``log p(y_i | f = m(x_i) + k_u(x_i)ᵀ K_uu⁻¹ u)``, is the likelihood
+of the model whose latent function is the conditional mean (no conditional variance), as in
+the reference code of Nguyen et al. (2020); :func:`fit_inducing_posterior` and
+:func:`conditional_predictive_mean` take the same ``kind``.
+
+Speed. Each of these likelihoods depends on u only through the linear predictors
+``k_u(x_i)ᵀ K_uu⁻¹ u``, so it is a
+:class:`~unlearnkit.variational.linear_predictor.LinearPredictorLogLikelihood`: its expectation
+under a Gaussian belief is a sum of one-dimensional integrals, which the EUBO uses instead
+of sampling. For the logistic link (GPflow's ``Bernoulli(invlink=tf.sigmoid)``) the log
+density is computed stably, and each point's integral over f uses only as many
+Gauss-Hermite nodes as its conditional variance needs (:data:`LOGISTIC_TOLERANCE`).
 
 :func:`conditional_predictive_mean` gives E[y | x, u], which is what Monte Carlo predictives
 (such as :func:`unlearnkit.metrics.predictive_probabilities`) average over samples of u.
