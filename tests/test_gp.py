@@ -361,3 +361,125 @@ def test_fit_inducing_posterior_rejects_bad_input():
         gp.fit_inducing_posterior(_FIXED_MODEL, X[:5], Y_CLASS[:5], max_iterations=0)
     with pytest.raises(TypeError, match="model"):
         gp.fit_inducing_posterior(None, X[:5], Y_CLASS[:5])
+
+
+# --- the logistic link, kinds and Gaussian expectations --------------------------------
+
+from unlearnkit.gp import svgp as _svgp_module  # noqa: E402
+from unlearnkit.variational.linear_predictor import expected_log_sigmoid  # noqa: E402
+
+
+def _logistic_svgp():
+    model = gpflow.models.SVGP(
+        gpflow.kernels.SquaredExponential(variance=3.0, lengthscales=0.8),
+        gpflow.likelihoods.Bernoulli(invlink=tf.sigmoid),
+        X[:6].copy(),
+    )
+    gpflow.set_trainable(model.kernel, False)
+    gpflow.set_trainable(model.inducing_variable, False)
+    return gp.fit_inducing_posterior(model, X, Y_CLASS)
+
+
+_LOGISTIC = _logistic_svgp()
+
+
+def test_the_stored_node_table_is_the_computed_one():
+    computed = _svgp_module._compute_largest_variances(gp.LOGISTIC_TOLERANCE)
+    np.testing.assert_allclose(np.array(computed), np.array(_svgp_module._DEFAULT_NODE_TABLE), rtol=1e-12)
+    points = gp.logistic_gauss_hermite_points([0.0, 0.01, 0.3, 1.2, 50.0])
+    assert list(points[:4]) == sorted(points[:4]) and points[0] == 1 and points[-1] == 0
+
+
+def test_logistic_variational_kind_is_accurate_per_point():
+    model = _LOGISTIC
+    log_lik = gp.erased_log_likelihood(model, X[:8], Y_CLASS[:8])
+    u = gp.inducing_posterior(model).sample(50, seed=(1, 1))
+    t = log_lik.predictors(u)
+    signs = 2.0 * Y_CLASS[:8, 0] - 1.0
+    exact = expected_log_sigmoid(signs * t, log_lik.conditional_variance + 0.0 * t)
+    assert np.max(np.abs(log_lik.per_point_values(u) - exact)) <= gp.LOGISTIC_TOLERANCE
+    # GPflow's own 20-node rule agrees, where it is finite
+    conditional = _svgp_module._LatentGivenInducing(model, tf.constant(X[:8]))
+    mean = conditional.mean(u)
+    gpflow_values = model.likelihood.variational_expectations(
+        X[:8], mean, conditional.variance + 0.0 * mean, Y_CLASS[:8] + 0.0 * mean
+    )
+    np.testing.assert_allclose(log_lik.per_point_values(u), gpflow_values, atol=2 * gp.LOGISTIC_TOLERANCE)
+
+
+def test_logistic_likelihood_is_finite_where_gpflows_is_not():
+    model = _LOGISTIC
+    far = tf.constant([[40.0]], tf.float64)
+    assert np.isinf(model.likelihood.log_prob(None, far, tf.zeros_like(far)).numpy()[0])  # the trap
+    q = gp.inducing_posterior(model)
+    u = tf.Variable(-30.0 * q.mean()[None])  # every label far on the wrong side
+    for kind in gp.KINDS:
+        log_lik = gp.erased_log_likelihood(model, X, Y_CLASS, kind=kind)
+        with tf.GradientTape() as tape:
+            value = log_lik(u)
+        assert np.isfinite(value.numpy()).all() and np.isfinite(tape.gradient(value, u).numpy()).all()
+
+
+def test_retraining_from_where_gpflows_elbo_is_infinite():
+    """fit_inducing_posterior evaluates the logistic ELBO stably: from a start where GPflow's
+    own ELBO is -inf it reaches the same q(u) as from a good start."""
+    model = _LOGISTIC
+    q = gp.inducing_posterior(model)
+    far = gp.with_inducing_posterior(model, tfd.MultivariateNormalTriL(-30.0 * q.mean(), q.scale.to_dense()))
+    assert not np.isfinite(far.elbo((X, Y_CLASS)).numpy())
+    refitted, info = gp.fit_inducing_posterior(far, X, Y_CLASS, return_info=True)
+    assert info.converged
+    assert refitted.likelihood.invlink is tf.sigmoid  # the model keeps its own likelihood
+    np.testing.assert_allclose(refitted.elbo((X, Y_CLASS)), model.elbo((X, Y_CLASS)), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["variational", "predictive", "conditional_mean"])
+@pytest.mark.parametrize("likelihood", ["logistic", "gaussian"])
+def test_gaussian_expectation_matches_monte_carlo(kind, likelihood):
+    model = _LOGISTIC if likelihood == "logistic" else _svgp("gaussian", whiten=True)
+    Y = Y_CLASS if likelihood == "logistic" else Y_REG
+    log_lik = gp.erased_log_likelihood(model, X[:10], Y[:10], kind=kind)
+    q = gp.inducing_posterior(model)
+    values = log_lik(q.sample(100_000, seed=(5, 6))).numpy()
+    expected = float(log_lik.gaussian_expectation(q.loc, q.scale.to_dense()))
+    assert abs(values.mean() - expected) < 5 * values.std() / np.sqrt(len(values)) + 1e-6
+
+
+def test_conditional_mean_kind_is_the_reference_models_likelihood():
+    model = _LOGISTIC
+    u = gp.inducing_posterior(model).sample(7, seed=(2, 2))
+    log_lik = gp.erased_log_likelihood(model, X[:5], Y_CLASS[:5], kind="conditional_mean")
+    t = log_lik.predictors(u).numpy()
+    signs = 2.0 * Y_CLASS[:5, 0] - 1.0
+    np.testing.assert_allclose(log_lik(u), -np.logaddexp(0.0, -signs * t).sum(-1), rtol=1e-12)
+    probabilities = gp.conditional_predictive_mean(model, X[:5], kind="conditional_mean")(u)
+    np.testing.assert_allclose(probabilities, 1.0 / (1.0 + np.exp(-t)), rtol=1e-12)
+
+
+def test_fit_inducing_posterior_conditional_mean_kind_is_an_optimum():
+    model = _LOGISTIC
+    refitted = gp.fit_inducing_posterior(model, X, Y_CLASS, kind="conditional_mean")
+    q = gp.inducing_posterior(refitted)
+    log_lik = gp.erased_log_likelihood(refitted, X, Y_CLASS, kind="conditional_mean")
+    prior = tfd.MultivariateNormalTriL(
+        tf.zeros(6, tf.float64),
+        tf.linalg.cholesky(model.kernel(model.inducing_variable.Z) + gpflow.config.default_jitter() * tf.eye(6, dtype=tf.float64)),
+    )
+    loc, scale = tf.Variable(q.loc), tf.Variable(q.scale.to_dense())
+    with tf.GradientTape() as tape:
+        elbo = log_lik.gaussian_expectation(loc, scale) - tfd.kl_divergence(
+            tfd.MultivariateNormalTriL(loc, tf.linalg.band_part(scale, -1, 0)), prior
+        )
+    assert float(tf.reduce_max(tf.abs(tape.gradient(elbo, loc)))) < 1e-3
+    assert float(tf.reduce_max(tf.abs(gp.inducing_posterior(model).mean() - q.mean()))) > 1e-3  # it moved
+
+
+def test_new_arguments_are_checked():
+    with pytest.raises(ValueError, match="kind"):
+        gp.fit_inducing_posterior(_LOGISTIC, X, Y_CLASS, kind="predictive")
+    with pytest.raises(ValueError, match="kind"):
+        gp.conditional_predictive_mean(_LOGISTIC, X, kind="mean")
+    with pytest.raises(ValueError, match="num_quadrature_points"):
+        gp.erased_log_likelihood(_LOGISTIC, X[:3], Y_CLASS[:3], num_quadrature_points=0)
+    log_lik = gp.erased_log_likelihood(_LOGISTIC, X[:3], Y_CLASS[:3], num_quadrature_points=4)
+    assert list(log_lik.quadrature_points_per_sample) == [4, 4, 4]

@@ -10,10 +10,15 @@ Importing this module imports GPflow; ``import unlearnkit`` alone does not.
 
 from unlearnkit.gp.regression import GPRCholeskyPosterior, GPRUnlearnInfo, unlearn_gpr
 from unlearnkit.gp.svgp import (
+    KINDS,
+    LOGISTIC_TOLERANCE,
+    SVGPLogLikelihood,
     conditional_predictive_mean,
     erased_log_likelihood,
     fit_inducing_posterior,
     inducing_posterior,
+    is_logistic_bernoulli,
+    logistic_gauss_hermite_points,
     with_inducing_posterior,
 )
 
@@ -26,4 +31,9 @@ __all__ = [
     "unlearn_gpr",
     "GPRCholeskyPosterior",
     "GPRUnlearnInfo",
+    "SVGPLogLikelihood",
+    "is_logistic_bernoulli",
+    "logistic_gauss_hermite_points",
+    "KINDS",
+    "LOGISTIC_TOLERANCE",
 ]

@@ -30,6 +30,18 @@ reproduces retraining exactly. The alternative ``kind="predictive"``,
 ``log ∫ p(y_i | f) p(f | x_i, u) df`` (GPflow's ``predict_log_density``), is the likelihood
 of a model whose latent values are independent given u; it exceeds ``ℓ_i(u)`` by a Jensen
 gap that grows with the conditional variance, and is not what the SVGP was trained with.
+``kind="conditional_mean"``, ``log p(y_i | f = m(x_i) + k_u(x_i)ᵀ K_uu⁻¹ u)``, is the likelihood
+of the model whose latent function is the conditional mean (no conditional variance), as in
+the reference code of Nguyen et al. (2020); :func:`fit_inducing_posterior` and
+:func:`conditional_predictive_mean` take the same ``kind``.
+
+Speed. Each of these likelihoods depends on u only through the linear predictors
+``k_u(x_i)ᵀ K_uu⁻¹ u``, so it is a
+:class:`~unlearnkit.variational.linear_predictor.LinearPredictorLogLikelihood`: its expectation
+under a Gaussian belief is a sum of one-dimensional integrals, which the EUBO uses instead
+of sampling. For the logistic link (GPflow's ``Bernoulli(invlink=tf.sigmoid)``) the log
+density is computed stably, and each point's integral over f uses only as many
+Gauss-Hermite nodes as its conditional variance needs (:data:`LOGISTIC_TOLERANCE`).
 
 :func:`conditional_predictive_mean` gives E[y | x, u], which is what Monte Carlo predictives
 (such as :func:`unlearnkit.metrics.predictive_probabilities`) average over samples of u.
@@ -39,11 +51,13 @@ Only single-output SVGPs (``num_latent_gps == 1``) with a single-output kernel a
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
-from typing import Callable, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import gpflow
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -56,6 +70,12 @@ from unlearnkit._validation import (
 )
 from unlearnkit.diagnostics import OptimizationInfo
 from unlearnkit.errors import ConvergenceWarning
+from unlearnkit.variational.linear_predictor import (
+    LinearPredictorLogLikelihood,
+    expected_log_sigmoid,
+    gauss_hermite,
+    gauss_hermite_log_sigmoid,
+)
 
 tfd = tfp.distributions
 
@@ -65,6 +85,11 @@ __all__ = [
     "with_inducing_posterior",
     "conditional_predictive_mean",
     "fit_inducing_posterior",
+    "is_logistic_bernoulli",
+    "logistic_gauss_hermite_points",
+    "SVGPLogLikelihood",
+    "KINDS",
+    "LOGISTIC_TOLERANCE",
 ]
 
 
@@ -238,60 +263,294 @@ def _u_checker(num_inducing: int) -> Callable[[object], tf.Tensor]:
     return check
 
 
-def erased_log_likelihood(
-    model: gpflow.models.SVGP, X_e: object, y_e: object, *, kind: str = "variational"
+LOGISTIC_TOLERANCE = 1e-5
+"""Largest error (nats), per point and sample of u, of the Gauss-Hermite rule that
+:func:`erased_log_likelihood` picks for a logistic link: far below the Monte Carlo error of
+any average over samples of u, and it saves most of the nodes (about four per point on the
+moons instead of GPflow's twenty)."""
+_CANDIDATE_POINTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
+_PREDICTIVE_POINTS = 20
+KINDS = ("variational", "predictive", "conditional_mean")
+
+
+def is_logistic_bernoulli(likelihood: object) -> bool:
+    """Whether ``likelihood`` is a GPflow ``Bernoulli`` with the logistic link ``tf.sigmoid``.
+
+    GPflow computes its log density as ``log(1 - sigmoid(f))`` for label 0, which is
+    ``-inf`` for ``f`` above about 37; unlearnkit computes it as ``-softplus(f)``.
+    """
+    return isinstance(likelihood, gpflow.likelihoods.Bernoulli) and likelihood.invlink in (
+        tf.math.sigmoid,
+        tf.nn.sigmoid,
+    )
+
+
+_DEFAULT_NODE_TABLE = (
+    (1, 7.943282347242822e-05),
+    (2, 0.02818382931264455),
+    (3, 0.1778279410038923),
+    (4, 0.39810717055349776),
+    (5, 0.6309573444801942),
+    (6, 0.8912509381337459),
+    (8, 1.5848931924611174),
+    (10, 2.2387211385683377),
+    (12, 2.818382931264461),
+    (16, 3.981071705534969),
+    (20, 5.623413251903491),
+    (24, 7.079457843841373),
+    (32, 10.0),
+)
+"""``_largest_variances(LOGISTIC_TOLERANCE)``, stored (tests/test_gp.py recomputes it)."""
+
+
+def _largest_variances(tolerance: float) -> Tuple[Tuple[int, float], ...]:
+    """See :func:`_compute_largest_variances`; the default tolerance's table is stored."""
+    if tolerance == LOGISTIC_TOLERANCE:
+        return _DEFAULT_NODE_TABLE
+    return _compute_largest_variances(tolerance)
+
+
+@functools.lru_cache(maxsize=8)
+def _compute_largest_variances(tolerance: float) -> Tuple[Tuple[int, float], ...]:
+    """For each candidate number of nodes K, the largest variance (on a log grid) up to which
+    K-node Gauss-Hermite integrates ``log sigmoid`` within ``tolerance`` (the error grows
+    with the variance). Computed once per tolerance."""
+    means = tf.constant(np.linspace(-30.0, 30.0, 241)[:, None], tf.float64)  # [T, 1]
+    grid = np.concatenate([[0.0], np.logspace(-8, 2, 201)])
+    variance = tf.constant(grid[None, :], tf.float64) + 0.0 * means  # [T, V]
+    reference = expected_log_sigmoid(means + 0.0 * variance, variance)
+    table = []
+    for num_points in _CANDIDATE_POINTS:
+        approx = gauss_hermite_log_sigmoid(means, variance, num_points)
+        error = tf.reduce_max(tf.abs(approx - reference), axis=0).numpy()
+        bad = np.flatnonzero(error > tolerance)
+        largest = grid[-1] if bad.size == 0 else (grid[bad[0] - 1] if bad[0] > 0 else -1.0)
+        table.append((num_points, float(largest)))
+    return tuple(table)
+
+
+def logistic_gauss_hermite_points(
+    variances: object, tolerance: float = LOGISTIC_TOLERANCE
+) -> np.ndarray:
+    """For each variance, the fewest Gauss-Hermite nodes that integrate ``log sigmoid`` within
+    ``tolerance``.
+
+    Checked against :func:`~unlearnkit.variational.linear_predictor.expected_log_sigmoid`
+    on means in [-30, 30] and a grid of variances (the variance is rounded up to the grid).
+    0 where 32 nodes are not enough (there, use ``expected_log_sigmoid``).
+
+    Args:
+        variances: [n] variances >= 0.
+        tolerance: largest absolute error allowed.
+
+    Returns:
+        An int array [n].
+    """
+    variances = np.atleast_1d(np.asarray(variances, dtype=np.float64))
+    chosen = np.zeros(variances.shape, dtype=int)
+    for num_points, largest in _largest_variances(float(tolerance)):
+        chosen[(chosen == 0) & (variances <= largest)] = num_points
+    return chosen
+
+
+def _log_sigmoid_expectation_per_point(
+    signs: tf.Tensor, variance: tf.Tensor, points: np.ndarray
 ) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``t [..., n] -> E_{f ~ N(t_i, v_i)}[log sigmoid(s_i f)] [..., n]``, point i with
+    ``points[i]`` Gauss-Hermite nodes (0: :func:`expected_log_sigmoid`).
+
+    All nodes of all points are laid out side by side: ``f_j = t_{p(j)} + sqrt(v_{p(j)}) x_j``
+    for node j of point p(j), and one matrix product with the weights sums them back into
+    points. A handful of operations whatever the mix of node counts (cheap to trace).
+    """
+    signs_np, variance_np = signs.numpy(), variance.numpy()
+    owner, offset, node_sign, weight = [], [], [], []
+    for i, num_points in enumerate(points):
+        if num_points == 0:
+            continue
+        nodes, weights = gauss_hermite(int(num_points))
+        owner += [i] * len(nodes)
+        offset += list(signs_np[i] * np.sqrt(variance_np[i]) * nodes)
+        node_sign += [signs_np[i]] * len(nodes)
+        weight += list(weights)
+    summing = np.zeros((len(owner), len(points)))
+    summing[np.arange(len(owner)), owner] = weight  # [nodes, n]
+    owner = tf.constant(np.array(owner, dtype=np.int32))
+    offset = tf.constant(np.array(offset, dtype=np.float64))
+    node_sign = tf.constant(np.array(node_sign, dtype=np.float64))
+    summing = tf.constant(summing)
+    exact = np.flatnonzero(points == 0)  # points whose variance needs the accurate rule
+    exact_sum = np.zeros((len(exact), len(points)))
+    exact_sum[np.arange(len(exact)), exact] = 1.0
+    exact_sum = tf.constant(exact_sum)
+    exact_signs, exact_variance = tf.gather(signs, exact), tf.gather(variance, exact)
+
+    def per_point(t: tf.Tensor) -> tf.Tensor:
+        f = node_sign * tf.gather(t, owner, axis=-1) + offset  # [..., nodes], signed
+        values = -tf.tensordot(tf.math.softplus(-f), summing, axes=1) if len(points) > len(exact) else 0.0
+        if len(exact):
+            signed = exact_signs * tf.gather(t, exact, axis=-1)
+            values += tf.tensordot(expected_log_sigmoid(signed, exact_variance + 0.0 * signed), exact_sum, axes=1)
+        return values
+
+    return per_point
+
+
+class SVGPLogLikelihood(LinearPredictorLogLikelihood):
+    """The log-likelihood of data (X, y) as a function of an SVGP's inducing outputs u.
+
+    ``u [S, M] -> [S]``, built by :func:`erased_log_likelihood`; a
+    :class:`~unlearnkit.variational.linear_predictor.LinearPredictorLogLikelihood` with
+    ``A = K_uu^{-1} K_uf`` and ``b = m(X)``, so that its expectation under a Gaussian belief
+    (:meth:`gaussian_expectation`) is a sum of one-dimensional integrals.
+
+    Attributes:
+        kind: ``"variational"``, ``"predictive"`` or ``"conditional_mean"``.
+        conditional_variance: ``k(x, x) - k_u(x)^T K_uu^{-1} k_u(x)`` at the inputs, [n].
+        quadrature_points_per_sample: [n] ints, the Gauss-Hermite nodes of each point, for
+            the variational kind with a logistic link; 0 where the accurate
+            :func:`~unlearnkit.variational.linear_predictor.expected_log_sigmoid` is used,
+            GPflow's own quadrature or closed form is used, or no integral is needed.
+    """
+
+    def __init__(self, projection, offset, per_point, expected_per_point, *, kind,
+                 conditional_variance, num_quadrature_points) -> None:
+        super().__init__(projection, offset, per_point, expected_per_point, name="u")
+        self.kind = kind
+        self.conditional_variance = conditional_variance
+        self.quadrature_points_per_sample = num_quadrature_points
+
+    def __repr__(self) -> str:
+        return f"SVGPLogLikelihood(kind={self.kind!r}, M={self.dim}, n={self.num_points})"
+
+
+def _logistic_functions(signs, variance, kind, num_points):
+    """per_point(t [..., n]) and expected_per_point(mean [n], var [n]) for a logistic link.
+
+    ``num_points``: Gauss-Hermite nodes of the variational kind, one per point ([n] ints).
+    """
+    if kind == "conditional_mean":
+        per_point = lambda t: -tf.math.softplus(-signs * t)  # noqa: E731
+        expected = lambda mean, var: expected_log_sigmoid(signs * mean, var)  # noqa: E731
+        return per_point, expected
+    if kind == "variational":
+        per_point = _log_sigmoid_expectation_per_point(signs, variance, num_points)
+        expected = lambda mean, var: expected_log_sigmoid(signs * mean, var + variance)  # noqa: E731
+        return per_point, expected
+    nodes, weights = gauss_hermite(_PREDICTIVE_POINTS)  # predictive: log E sigmoid(s f)
+
+    def per_point(t):
+        f = t[..., None] + tf.sqrt(variance)[..., None] * tf.constant(nodes, tf.float64)
+        log_terms = -tf.math.softplus(-signs[..., None] * f) + tf.constant(np.log(weights), tf.float64)
+        return tf.reduce_logsumexp(log_terms, axis=-1)
+
+    return per_point, None
+
+
+def _gpflow_functions(likelihood, X, y, variance, kind):
+    """per_point and expected_per_point from the GPflow likelihood's own methods."""
+    var = variance[:, None]  # [n, 1]
+
+    def per_point(t):
+        F = t[..., None]
+        if kind == "variational":
+            return likelihood.variational_expectations(X, F, var + 0.0 * F, y)
+        if kind == "predictive":
+            return likelihood.predict_log_density(X, F, var + 0.0 * F, y)
+        return likelihood.log_prob(X, F, y + 0.0 * F)
+
+    if kind == "predictive":
+        return per_point, None
+
+    def expected(mean, var_t):
+        extra = var if kind == "variational" else 0.0
+        return likelihood.variational_expectations(X, mean[:, None], var_t[:, None] + extra, y)
+
+    return per_point, expected
+
+
+def erased_log_likelihood(
+    model: gpflow.models.SVGP,
+    X_e: object,
+    y_e: object,
+    *,
+    kind: str = "variational",
+    num_quadrature_points: Optional[int] = None,
+) -> SVGPLogLikelihood:
     """The log-likelihood of erased data as a function of the inducing outputs u.
 
     With p(f | x, u) the SVGP's conditional (mean m(x) + k_u(x)ᵀ K_uu⁻¹ u, variance
-    k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)) and the model's own likelihood p(y | f):
+    v(x) = k(x, x) − k_u(x)ᵀ K_uu⁻¹ k_u(x)) and the model's own likelihood p(y | f):
 
     - ``kind="variational"`` (default): ``Σ_i E_p(f | x_i, u)[log p(y_i | f)]``, the term the
       SVGP's ELBO uses (``variational_expectations``), so that dividing q(u | D) by it
       targets the SVGP retrained on the remaining data (see the module docstring);
-    - ``kind="predictive"``: ``Σ_i log ∫ p(y_i | f) p(f | x_i, u) df`` (``predict_log_density``).
+    - ``kind="predictive"``: ``Σ_i log ∫ p(y_i | f) p(f | x_i, u) df`` (``predict_log_density``);
+    - ``kind="conditional_mean"``: ``Σ_i log p(y_i | f = E[f | x_i, u])``, the likelihood of
+      a model whose latent function is the conditional mean, with no conditional variance
+      (the model of the reference code of Nguyen et al., 2020).
 
-    Both are in closed form for a Gaussian likelihood, the predictive one also for Bernoulli
-    with probit link; otherwise GPflow's Gauss–Hermite quadrature computes them. K_uu⁻¹ K_uf is computed once here, from the model's
-    hyperparameters at call time, so each evaluation costs one matmul and the likelihood.
+    K_uu⁻¹ K_uf is computed once here, from the model's hyperparameters at call time, so
+    each evaluation costs one matmul and the likelihood. For a Bernoulli likelihood with
+    the logistic link (``Bernoulli(invlink=tf.sigmoid)``) everything is computed stably
+    (``log sigmoid(f) = -softplus(-f)``; GPflow's own ``log(1 - sigmoid(f))`` is ``-inf``
+    for f above about 37), and the variational kind integrates over f with the fewest
+    Gauss-Hermite nodes that keep the error below :data:`LOGISTIC_TOLERANCE` at each point's
+    conditional variance (points that need the same number are computed together). Other
+    likelihoods use GPflow's methods.
+
+    The result also has ``gaussian_expectation(loc, scale_tril)``: the expected
+    log-likelihood under a Gaussian belief over u, a sum of one-dimensional integrals (for
+    the variational kind the SVGP's own expected log-likelihood, in closed form or by
+    accurate quadrature), which :func:`unlearnkit.unlearn_eubo` uses instead of sampling.
 
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP and M inducing points (unchanged).
         X_e: erased inputs, [n, D].
         y_e: erased outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
-        kind: ``"variational"`` or ``"predictive"``.
+        kind: ``"variational"``, ``"predictive"`` or ``"conditional_mean"``.
+        num_quadrature_points: Gauss-Hermite nodes per point and sample for the logistic
+            link's variational kind; ``None`` chooses them point by point as described above.
 
     Returns:
-        A callable ``u [S, M] -> log p(D_e | u) [S]`` (TensorFlow-traceable, differentiable).
+        An :class:`SVGPLogLikelihood`: a callable ``u [S, M] -> log p(D_e | u) [S]``
+        (TensorFlow code, traceable and differentiable).
     """
     model = _check_svgp(model)
-    if kind not in ("variational", "predictive"):
-        raise ValueError(f'kind must be "variational" or "predictive", got {kind!r}')
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    if num_quadrature_points is not None:
+        num_quadrature_points = check_positive_int(num_quadrature_points, "num_quadrature_points")
     X_e = _check_inputs(model, X_e, "X_e")
     y_e = _check_outputs(model, y_e, X_e.shape[0], "y_e", "X_e")
-    num_inducing = _num_inducing(model)
     conditional = _LatentGivenInducing(model, X_e)
+    variance = conditional.variance[:, 0]  # [n]
     likelihood = gpflow.utilities.deepcopy(model.likelihood)  # a snapshot, like the kernel
-    per_point = (
-        likelihood.variational_expectations
-        if kind == "variational"
-        else likelihood.predict_log_density
+    points = np.zeros(X_e.shape[0], dtype=int)
+    if is_logistic_bernoulli(likelihood):
+        if kind == "variational":
+            points = (
+                logistic_gauss_hermite_points(variance.numpy())
+                if num_quadrature_points is None
+                else np.full(X_e.shape[0], num_quadrature_points)
+            )
+        signs = 2.0 * y_e[:, 0] - 1.0
+        per_point, expected = _logistic_functions(signs, variance, kind, points)
+    else:
+        per_point, expected = _gpflow_functions(likelihood, X_e, y_e, variance, kind)
+    return SVGPLogLikelihood(
+        conditional.projection,
+        conditional.prior_mean[:, 0],
+        per_point,
+        expected,
+        kind=kind,
+        conditional_variance=variance,
+        num_quadrature_points=points,
     )
-    check_u = _u_checker(num_inducing)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, num_inducing], tf.float64)])
-    def _log_likelihood(u: tf.Tensor) -> tf.Tensor:
-        values = per_point(X_e, conditional.mean(u), conditional.variance, y_e)  # [S, n]
-        return tf.reduce_sum(values, axis=-1)
-
-    def log_likelihood(u: tf.Tensor) -> tf.Tensor:
-        return _log_likelihood(check_u(u))
-
-    return log_likelihood
 
 
 def conditional_predictive_mean(
-    model: gpflow.models.SVGP, X: object
+    model: gpflow.models.SVGP, X: object, *, kind: str = "variational"
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """E[y | x, u] at fixed inputs, as a function of the inducing outputs u.
 
@@ -302,20 +561,31 @@ def conditional_predictive_mean(
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP and M inducing points (unchanged).
         X: inputs, [n, D].
+        kind: ``"variational"`` or ``"predictive"`` (the SVGP's model: f given u has the
+            conditional variance, ``E[y | x, u] = ∫ E[y | f] p(f | x, u) df``), or
+            ``"conditional_mean"`` (``E[y | f = E[f | x, u]]``, the model of
+            ``erased_log_likelihood(..., kind="conditional_mean")``).
 
     Returns:
         A callable ``u [S, M] -> E[y | x_i, u]  [S, n]``.
     """
     model = _check_svgp(model)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
     X = _check_inputs(model, X, "X")
     num_inducing = _num_inducing(model)
     conditional = _LatentGivenInducing(model, X)
+    variance = conditional.variance if kind != "conditional_mean" else 0.0 * conditional.variance
     likelihood = gpflow.utilities.deepcopy(model.likelihood)
     check_u = _u_checker(num_inducing)
 
+    bernoulli = isinstance(likelihood, gpflow.likelihoods.Bernoulli)
+
     @tf.function(input_signature=[tf.TensorSpec([None, num_inducing], tf.float64)])
     def _predictive_mean(u: tf.Tensor) -> tf.Tensor:
-        mean, _ = likelihood.predict_mean_and_var(X, conditional.mean(u), conditional.variance)
+        mean, _ = likelihood.predict_mean_and_var(X, conditional.mean(u), variance)
+        if bernoulli:  # quadrature weights sum to 1 only up to rounding: keep p in [0, 1]
+            mean = tf.clip_by_value(mean, 0.0, 1.0)
         return mean[..., 0]
 
     def predictive_mean(u: tf.Tensor) -> tf.Tensor:
@@ -324,11 +594,44 @@ def conditional_predictive_mean(
     return predictive_mean
 
 
+class _StableLogisticBernoulli(gpflow.likelihoods.Bernoulli):
+    """GPflow's ``Bernoulli(invlink=tf.sigmoid)`` with ``log p(y | f) = -softplus(-(2y - 1) f)``.
+
+    Mathematically the same likelihood; GPflow's own log density, ``log(1 - sigmoid(f))``
+    for label 0, is ``-inf`` (and its gradient NaN) for f above about 37.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(invlink=tf.sigmoid)
+
+    def _scalar_log_prob(self, X: tf.Tensor, F: tf.Tensor, Y: tf.Tensor) -> tf.Tensor:
+        return -tf.math.softplus(-(2.0 * Y - 1.0) * F)
+
+
+def _conditional_mean_loss(model: gpflow.models.SVGP, X: tf.Tensor, y: tf.Tensor) -> Callable:
+    """Negative ELBO of the conditional-mean model: f(x) = E[f | x, u], no conditional variance."""
+    conditional_variance = _LatentGivenInducing(model, X).variance  # [n, 1], fixed hyperparameters
+    likelihood = model.likelihood
+    signs = 2.0 * y - 1.0
+
+    def loss() -> tf.Tensor:
+        mean, variance = model.predict_f(X)  # includes the conditional variance: remove it
+        variance = tf.maximum(variance - conditional_variance, 0.0)
+        if is_logistic_bernoulli(likelihood):
+            expected = expected_log_sigmoid(signs * mean, variance)
+        else:
+            expected = likelihood.variational_expectations(X, mean, variance, y)
+        return model.prior_kl() - tf.reduce_sum(expected)
+
+    return loss
+
+
 def fit_inducing_posterior(
     model: gpflow.models.SVGP,
     X: object,
     y: object,
     *,
+    kind: str = "variational",
     max_iterations: int = 1000,
     return_info: bool = False,
 ) -> Union[gpflow.models.SVGP, Tuple[gpflow.models.SVGP, OptimizationInfo]]:
@@ -339,10 +642,19 @@ def fit_inducing_posterior(
     likelihood, inducing inputs and mean function are held fixed whatever their trainable
     flags, so the result is the exact target of unlearning data from ``model``.
 
+    For ``Bernoulli(invlink=tf.sigmoid)`` the ELBO is evaluated with a stable log density
+    (``-softplus``): GPflow's own is ``-inf`` for f above about 37 (its Gauss-Hermite nodes
+    reach such values when q(u) is far out), where L-BFGS would see an infinite loss and a
+    NaN gradient. The returned model keeps the likelihood object it was given.
+
     Args:
         model: a ``gpflow.models.SVGP`` with one latent GP (unchanged).
         X: inputs, [n, D].
         y: outputs, [n] or [n, 1]; labels in {0, 1} for a Bernoulli likelihood.
+        kind: ``"variational"``: the SVGP's ELBO (``model.elbo``), whose likelihood term is
+            ``erased_log_likelihood``'s default kind; ``"conditional_mean"``: the ELBO of the
+            model with ``f(x) = E[f | x, u]`` (no conditional variance), matching
+            ``erased_log_likelihood(..., kind="conditional_mean")``.
         max_iterations: L-BFGS iteration cap.
         return_info: also return an :class:`~unlearnkit.diagnostics.OptimizationInfo`.
 
@@ -355,17 +667,29 @@ def fit_inducing_posterior(
     """
     start = time.perf_counter()
     model = _check_svgp(model)
+    if kind not in ("variational", "conditional_mean"):
+        raise ValueError(f'kind must be "variational" or "conditional_mean", got {kind!r}')
     X = _check_inputs(model, X, "X")
     y = _check_outputs(model, y, X.shape[0], "y", "X")
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     new = gpflow.utilities.deepcopy(model)
     if new.num_data is not None:
         new.num_data = X.shape[0]
-    result = gpflow.optimizers.Scipy().minimize(
-        new.training_loss_closure((X, y)),
-        [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable],
-        options={"maxiter": max_iterations},
-    )
+    own_likelihood = new.likelihood
+    if is_logistic_bernoulli(own_likelihood):
+        new.likelihood = _StableLogisticBernoulli()
+    if kind == "variational":
+        loss = new.training_loss_closure((X, y))
+    else:
+        loss = _conditional_mean_loss(new, X, y)
+    try:
+        result = gpflow.optimizers.Scipy().minimize(
+            loss,
+            [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable],
+            options={"maxiter": max_iterations},
+        )
+    finally:
+        new.likelihood = own_likelihood
     ensure_finite(new.q_mu, "the retrained q_mu")
     ensure_finite(new.q_sqrt, "the retrained q_sqrt")
     if not result.success:

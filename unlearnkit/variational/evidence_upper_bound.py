@@ -22,60 +22,258 @@ not minimise ``U~``). During the optimisation we therefore replace the indicator
 region by a smooth step (:meth:`AdjustedLogLikelihood.smoothed`, width 2% of the radius
 by default): the objective becomes smooth, its gradient sees the boundary, and as the
 width tends to 0 it tends to ``U~``. :func:`eubo` always evaluates the exact definition.
+
+**Likelihoods of linear predictors.** When the erased log-likelihood offers
+``gaussian_expectation(loc, scale_tril)`` (see
+:mod:`unlearnkit.variational.linear_predictor`; the sparse-GP likelihoods of
+:func:`unlearnkit.gp.erased_log_likelihood` do), ``G(q_u) = E_{q_u}[log p(D_e | theta)]``
+is a sum of one-dimensional integrals computed by quadrature, and no sample is drawn at
+``lam = 0``: the objective is ``G + KL``, exact up to quadrature error. For ``lam > 0``, ``G``
+serves as a control variate:
+
+    U~ = E_{q_u}[w log p(D_e | theta)] + KL = beta G + E_{q_u}[(w - beta) log p(D_e | theta)] + KL,
+
+with ``w`` the region's (smoothed) indicator, is estimated by averaging only the second
+expectation over the base samples. The identity holds for any constant ``beta``; we take
+``beta`` = the share of ``q(theta | D)``'s mass inside the region (the optimal coefficient
+if ``w`` and the log-likelihood were independent), which removes most of the Monte Carlo
+noise when the region holds most of the mass (small ``lam``), and none of the signal.
+
+**A grid of lam.** :func:`unlearn_eubo_grid` unlearns for several values of ``lam`` in one
+call: the base samples, the checks, and the compiled objective (``lam`` enters it as a
+tensor) are shared, so only the first value pays for TensorFlow's tracing.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+import math
+import time
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from unlearnkit._validation import as_gaussian_belief, check_differentiable, check_positive_int
+from unlearnkit._validation import (
+    as_gaussian_belief,
+    check_differentiable,
+    check_positive_int,
+    check_unit_interval,
+    ensure_finite,
+)
 from unlearnkit.diagnostics import OptimizationInfo
 from unlearnkit.likelihoods import LogLikelihood
 from unlearnkit.linalg import check_tolerance
 from unlearnkit.optimize import minimize_lbfgs
 from unlearnkit.seeds import Seed
 from unlearnkit.variational import gaussian
-from unlearnkit.variational.adjusted import AdjustedLogLikelihood, check_boundary_smoothing
+from unlearnkit.variational.adjusted import (
+    AdjustedLogLikelihood,
+    adjusted_region_radius_squared,
+    check_boundary_smoothing,
+)
+from unlearnkit.variational.linear_predictor import has_gaussian_expectation
 
 tfd = tfp.distributions
 
-__all__ = ["eubo", "unlearn_eubo"]
+__all__ = ["eubo", "unlearn_eubo", "unlearn_eubo_grid"]
 
 
 DEFAULT_NUM_SAMPLES = 2_000
 """Base samples for ``lam = 0``: the integrand is smooth, and moment matching makes its
-quadratic part exact."""
+quadratic part exact. (None are drawn when the likelihood has a Gaussian expectation.)"""
 DEFAULT_NUM_SAMPLES_ADJUSTED = 10_000
 """Base samples for ``lam > 0``: more, so that many lie near the region's boundary."""
+DEFAULT_NUM_SAMPLES_CONTROLLED = 2_000
+"""Base samples for ``lam > 0`` when the likelihood has a Gaussian expectation (the control
+variate removes most of the noise)."""
 DEFAULT_BOUNDARY_SMOOTHING = 0.02
 
 
-class _WhitenedEUBO:
-    """``U~`` as a function of the packed whitened parameters relative to ``q_full``."""
+def _region_mass(lam: float, dim: int) -> float:
+    """``P(chi^2_d < -2 ln lam)``: the share of a d-dimensional Gaussian inside the region."""
+    radius_squared = adjusted_region_radius_squared(lam)
+    if math.isinf(radius_squared):
+        return 1.0
+    return float(tf.math.igamma(tf.constant(dim / 2.0, tf.float64), radius_squared / 2.0))
 
-    def __init__(self, adjusted: AdjustedLogLikelihood, num_samples: int, seed: Seed) -> None:
+
+class _Unpacker:
+    """:func:`gaussian.unpack` in three gathers (cheap to trace), also returning ``log diag(B)``.
+
+    The layout of the packed vector is read off ``gaussian.unpack`` itself, once.
+    """
+
+    def __init__(self, dim: int) -> None:
+        size = dim * (dim + 1) // 2
+        positions = tfp.math.fill_triangular(tf.range(1, size + 1, dtype=tf.float64)).numpy()
+        self.dim = dim
+        off_diagonal = np.tril(positions, -1).astype(np.int64)  # 0: a structural zero
+        self.off_diagonal = tf.constant(off_diagonal.ravel())  # into [0, b]
+        self.diagonal = tf.constant(np.diag(positions).astype(np.int64) - 1)  # into b
+
+    def __call__(self, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        b = x[self.dim :]
+        padded = tf.concat([tf.zeros([1], tf.float64), b], axis=0)
+        lower = tf.reshape(tf.gather(padded, self.off_diagonal), [self.dim, self.dim])
+        log_diagonal = tf.gather(b, self.diagonal)
+        return x[: self.dim], lower + tf.linalg.diag(tf.exp(log_diagonal)), log_diagonal
+
+
+def _whitened_kl(a: tf.Tensor, B: tf.Tensor, log_diagonal: tf.Tensor) -> tf.Tensor:
+    """``KL[N(a, B B^T) || N(0, I)]`` for lower-triangular ``B`` with diagonal ``exp(log_diagonal)``."""
+    dim = tf.cast(tf.shape(a)[0], tf.float64)
+    return 0.5 * (tf.reduce_sum(B**2) + tf.reduce_sum(a**2) - dim) - tf.reduce_sum(log_diagonal)
+
+
+class _WhitenedEUBO:
+    """``U~`` as a function of the packed whitened parameters relative to ``q_full``.
+
+    One instance serves every ``lam``: the base samples are drawn once, and the compiled
+    value takes the region's squared radius and the control-variate coefficient as tensors.
+    The callable's output was checked (shape, finiteness) before; inside the objective it is
+    used as it comes, and a non-finite value makes the objective non-finite, which
+    :func:`~unlearnkit.optimize.minimize_lbfgs` rejects.
+    """
+
+    def __init__(
+        self,
+        adjusted: AdjustedLogLikelihood,
+        num_samples: Optional[int],
+        seed: Seed,
+        smoothing: float,
+    ) -> None:
         self.adjusted = adjusted
         self.q_full = adjusted.q_full
         self.dim = adjusted.dim
-        self.eps = gaussian.moment_matched_normal(num_samples, self.dim, seed)  # [S, d]
-        self.standard = tfd.MultivariateNormalDiag(loc=tf.zeros([self.dim], tf.float64))
+        self.smoothing = smoothing
+        self.log_likelihood = adjusted.erased_log_likelihood
+        self.expectation = (
+            self.log_likelihood.gaussian_expectation
+            if has_gaussian_expectation(self.log_likelihood)
+            else None
+        )
+        self.eps = (
+            None if num_samples is None else gaussian.moment_matched_normal(num_samples, self.dim, seed)
+        )  # [S, d]
+        self.loc = tf.convert_to_tensor(self.q_full.loc)
+        self.scale = self.q_full.scale.to_dense()
+        self.unpack = _Unpacker(self.dim)
+        self._compiled = {}
 
-    def value(self, a: tf.Tensor, B: tf.Tensor, smoothing: float) -> tf.Tensor:
+    def value_at(
+        self,
+        x: tf.Tensor,
+        radius_squared: Optional[tf.Tensor],
+        beta: tf.Tensor,
+        smoothing: float,
+    ) -> tf.Tensor:
+        """``U~`` at the packed whitened parameters ``x``; ``radius_squared=None`` means ``lam = 0``."""
+        a, B, log_diagonal = self.unpack(x)
+        return self.value(a, B, log_diagonal, radius_squared, beta, smoothing)
+
+    def value(self, a, B, log_diagonal, radius_squared, beta, smoothing) -> tf.Tensor:
+        """``U~`` at ``N(a, B B^T)`` in whitened coordinates (``B`` with positive diagonal)."""
+        kl = _whitened_kl(a, B, log_diagonal)
+        if self.expectation is not None:
+            expected = self.expectation(
+                self.loc + tf.linalg.matvec(self.scale, a), tf.matmul(self.scale, B)
+            )
+            if radius_squared is None:  # lam = 0: no sampling at all
+                return expected + kl
         z = a + tf.matmul(self.eps, B, transpose_b=True)  # [S, d], whitened samples of q_u
-        theta = self.q_full.loc + tf.matmul(z, self.q_full.scale.to_dense(), transpose_b=True)
+        theta = self.loc + tf.matmul(z, self.scale, transpose_b=True)
+        values = tf.cast(self.log_likelihood(theta), tf.float64)  # [S]
+        if radius_squared is None:
+            return tf.reduce_mean(values) + kl
         distance_squared = tf.reduce_sum(z**2, axis=-1)  # z is whitened by q_full
-        expected = tf.reduce_mean(self.adjusted.smoothed(theta, smoothing, distance_squared))
-        kl = tfd.kl_divergence(gaussian.whitened_belief(a, B), self.standard)
-        return expected + kl
+        if smoothing == 0.0:
+            weight = tf.cast(distance_squared < radius_squared, tf.float64)
+        else:
+            distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
+            weight = tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / smoothing)
+        if self.expectation is None:
+            return tf.reduce_mean(weight * values) + kl
+        return beta * expected + tf.reduce_mean((weight - beta) * values) + kl
+
+    def coefficients(self, lam: float) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
+        """The region's squared radius (``None`` for ``lam = 0``) and ``beta``, as tensors."""
+        if lam == 0.0:
+            return None, tf.constant(1.0, tf.float64)
+        radius_squared = tf.constant(adjusted_region_radius_squared(lam), tf.float64)
+        return radius_squared, tf.constant(_region_mass(lam, self.dim), tf.float64)
+
+    def compiled(self, lam: float, smoothing: float) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``x [P] -> U~`` for :func:`~unlearnkit.optimize.minimize_lbfgs`.
+
+        The value and its gradient are computed together by one ``tf.function``, traced
+        once per (``lam == 0``, smoothing) and shared across ``lam`` (the squared radius
+        and ``beta`` are tensor arguments); the callable returned hands that gradient to
+        whoever differentiates it (``tf.custom_gradient``), so the optimiser's own
+        compilation costs next to nothing. If the likelihood cannot be traced, the
+        returned callable computes the value eagerly.
+        """
+        radius_squared, beta = self.coefficients(lam)
+        key = (radius_squared is None, smoothing)
+        if key not in self._compiled:
+            self._compiled[key] = self._compile(radius_squared is None, smoothing)
+        function, traced = self._compiled[key]
+        if not traced:
+            return lambda x: function(x, radius_squared, beta)
+
+        @tf.custom_gradient
+        def objective(x: tf.Tensor):
+            value, gradient = function(x, radius_squared, beta)
+            return value, lambda upstream: upstream * gradient
+
+        return objective
+
+    def _compile(self, plain: bool, smoothing: float):
+        def value(x, radius_squared, beta):
+            return self.value_at(x, radius_squared, beta, smoothing)
+
+        def value_and_gradient(x, radius_squared, beta):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                result = value(x, radius_squared, beta)
+            gradient = tape.gradient(result, x)
+            if gradient is None:
+                raise ValueError(
+                    "the EUBO does not depend on its parameters through TensorFlow operations, "
+                    "so it has no gradient (write the likelihood with TensorFlow operations)"
+                )
+            return result, gradient
+
+        scalar = tf.TensorSpec([], tf.float64)
+        specs = [tf.TensorSpec([gaussian.num_parameters(self.dim)], tf.float64), None, scalar]
+        if not plain:
+            specs[1] = scalar
+        function = tf.function(value_and_gradient, autograph=False)
+        try:
+            function.get_concrete_function(*specs)
+        except Exception:  # noqa: BLE001 - not traceable: minimize_lbfgs runs it eagerly
+            return value, False
+        return function, True
 
 
-def _num_samples(num_samples: Optional[int], lam: float) -> int:
-    if num_samples is None:
-        return DEFAULT_NUM_SAMPLES if lam == 0.0 else DEFAULT_NUM_SAMPLES_ADJUSTED
-    return check_positive_int(num_samples, "num_samples")
+def _needs_samples(adjusted: AdjustedLogLikelihood, lams: Sequence[float]) -> bool:
+    closed_form = has_gaussian_expectation(adjusted.erased_log_likelihood)
+    return any((lam > 0.0 and lam < 1.0) or (lam == 0.0 and not closed_form) for lam in lams)
+
+
+def _num_samples(num_samples: Optional[int], adjusted: AdjustedLogLikelihood, lams: Sequence[float]) -> Optional[int]:
+    """The number of base samples for a set of ``lam`` values (``None``: no sampling needed)."""
+    if num_samples is not None:
+        num_samples = check_positive_int(num_samples, "num_samples")
+    if not _needs_samples(adjusted, lams):
+        return None
+    if num_samples is not None:
+        return num_samples
+    if has_gaussian_expectation(adjusted.erased_log_likelihood):
+        return DEFAULT_NUM_SAMPLES_CONTROLLED
+    if all(lam == 0.0 for lam in lams):
+        return DEFAULT_NUM_SAMPLES
+    return DEFAULT_NUM_SAMPLES_ADJUSTED
 
 
 def eubo(
@@ -92,7 +290,9 @@ def eubo(
     The expectation uses ``num_samples`` moment-matched base samples (sample mean 0,
     sample covariance I); with the same ``num_samples`` and ``seed`` this is exactly
     the objective that :func:`unlearn_eubo` minimises (without its boundary smoothing).
-    The KL term is in closed form.
+    The KL term is in closed form. When ``erased_log_likelihood`` has a
+    ``gaussian_expectation`` method, ``lam = 0`` needs no samples and ``lam > 0`` uses it
+    as a control variate (see the module docstring).
 
     Args:
         q_u: the candidate belief ``q_u(theta | D_r)``, a float64 multivariate normal [d].
@@ -100,7 +300,7 @@ def eubo(
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
         lam: adjusted-likelihood threshold in [0, 1] (0: no adjustment).
         num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
-            ``lam = 0`` and 10,000 for ``lam > 0``.
+            ``lam = 0`` and 10,000 for ``lam > 0`` (2,000 with a Gaussian expectation).
         seed: ``None``, an int or a stateless seed (see :mod:`unlearnkit.seeds`).
 
     Returns:
@@ -117,9 +317,118 @@ def eubo(
             f"q_u must have the event shape of q_full {adjusted.q_full.event_shape}, "
             f"got {q_u.event_shape}"
         )
-    problem = _WhitenedEUBO(adjusted, _num_samples(num_samples, adjusted.lam), seed)
+    problem = _WhitenedEUBO(adjusted, _num_samples(num_samples, adjusted, [adjusted.lam]), seed, 0.0)
     a, B = gaussian.whiten(q_u, adjusted.q_full)
-    return problem.value(a, B, 0.0)
+    log_diagonal = tf.math.log(tf.linalg.diag_part(B))
+    if adjusted.lam == 1.0:
+        return _whitened_kl(a, B, log_diagonal)
+    _check_callable_output(adjusted)
+    radius_squared, beta = problem.coefficients(adjusted.lam)
+    return ensure_finite(problem.value(a, B, log_diagonal, radius_squared, beta, 0.0), "the EUBO")
+
+
+def _check_callable_output(adjusted: AdjustedLogLikelihood) -> None:
+    """Eagerly, at two points of ``q_full`` (its mean, and one standard deviation along the
+    first axis): the callable returns finite values of shape [S] with a gradient."""
+    loc, scale = adjusted.q_full.loc, adjusted.q_full.scale.to_dense()
+    probe = tf.stack([loc, loc + scale[:, 0]])
+    with tf.GradientTape() as tape:
+        tape.watch(probe)
+        values = adjusted.log_likelihood(probe)  # shape and finiteness, eagerly
+    if tape.gradient(values, probe) is None:
+        check_differentiable(adjusted.erased_log_likelihood, probe)  # raises the usual error
+
+
+def _check_lams(lams: object) -> List[float]:
+    if isinstance(lams, (str, bytes)) or not hasattr(lams, "__iter__"):
+        raise TypeError(f"lams must be a sequence of numbers in [0, 1], got {type(lams).__name__}")
+    values = [check_unit_interval(lam, "lams") for lam in np.asarray(lams, dtype=object).ravel()]
+    if not values:
+        raise ValueError("lams must contain at least one value")
+    return values
+
+
+def unlearn_eubo_grid(
+    q_full: object,
+    erased_log_likelihood: LogLikelihood,
+    lams: Sequence[float],
+    *,
+    seed: Seed = None,
+    num_samples: Optional[int] = None,
+    max_iterations: int = 1000,
+    tolerance: float = 1e-6,
+    boundary_smoothing: float = DEFAULT_BOUNDARY_SMOOTHING,
+    return_info: bool = False,
+) -> Union[
+    List[tfd.MultivariateNormalTriL],
+    Tuple[List[tfd.MultivariateNormalTriL], List[OptimizationInfo]],
+]:
+    """:func:`unlearn_eubo` for several values of ``lam`` at once, sharing the work.
+
+    The result for each ``lam`` is what ``unlearn_eubo(q_full, erased_log_likelihood, lam,
+    seed=seed, num_samples=num_samples, ...)`` returns when ``num_samples`` is given (by
+    default the grid draws the number of base samples its largest need calls for): the same
+    base samples, the same objective, the same start at ``q_full``. What is shared is the
+    base samples, the checks of the callable, and the compiled objective and gradient,
+    which are traced once for ``lam = 0`` and once for all ``lam > 0`` instead of once per
+    value.
+
+    Args:
+        q_full: ``q(theta | D)``, any float64 ``tfd.MultivariateNormalLinearOperator`` [d].
+        erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
+        lams: thresholds in [0, 1], in any order.
+        seed, num_samples, max_iterations, tolerance, boundary_smoothing: as for
+            :func:`unlearn_eubo`.
+        return_info: also return one :class:`~unlearnkit.diagnostics.OptimizationInfo` per
+            ``lam`` (its ``seconds`` count that value's optimisation, not the shared set-up).
+
+    Returns:
+        A list of new float64 ``tfd.MultivariateNormalTriL`` [d], one per ``lam`` in the
+        given order, and the list of infos if requested.
+
+    Raises:
+        TypeError, ValueError: as :func:`unlearn_eubo`; ``lams`` empty or outside [0, 1].
+
+    Warns:
+        ConvergenceWarning: L-BFGS stopped before convergence for some ``lam``.
+    """
+    lams = _check_lams(lams)
+    adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lams[0])
+    num_samples = _num_samples(num_samples, adjusted, lams)
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    tolerance = check_tolerance(tolerance)
+    smoothing = check_boundary_smoothing(boundary_smoothing)
+    problem = _WhitenedEUBO(adjusted, num_samples, seed, smoothing)
+    dim = problem.dim
+    _check_callable_output(adjusted)
+    beliefs, infos = [], []
+    for lam in lams:
+        start = time.perf_counter()
+        if lam == 1.0:  # p_adj = 1: the KL term alone, minimised by q_full itself
+            info = OptimizationInfo(0.0, 0, 1, True, "lam = 1: nothing to unlearn", 0.0)
+            beliefs.append(gaussian.copy_belief(adjusted.q_full))
+            infos.append(info)
+            continue
+        x, info = minimize_lbfgs(
+            problem.compiled(lam, smoothing),
+            tf.zeros([gaussian.num_parameters(dim)], dtype=tf.float64),
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+            name=f"the EUBO (lam = {lam:g})",
+        )
+        a, B = gaussian.unpack(x, dim)
+        beliefs.append(gaussian.belief_from_whitened(adjusted.q_full, a, B))
+        infos.append(
+            OptimizationInfo(
+                objective=info.objective,
+                num_iterations=info.num_iterations,
+                num_evaluations=info.num_evaluations,
+                converged=info.converged,
+                message=info.message,
+                seconds=time.perf_counter() - start,
+            )
+        )
+    return (beliefs, infos) if return_info else beliefs
 
 
 def unlearn_eubo(
@@ -139,7 +448,11 @@ def unlearn_eubo(
     Starts at ``q_full`` and runs L-BFGS on the common-random-number estimate of
     :func:`eubo` (the same ``num_samples`` base samples at every iteration), in
     coordinates whitened by ``q_full``. The log-likelihood is evaluated once per
-    iteration inside a ``tf.function`` (eagerly if it cannot be traced).
+    iteration inside a ``tf.function`` (eagerly if it cannot be traced). A log-likelihood
+    with a ``gaussian_expectation`` method (such as the sparse-GP likelihoods of
+    :func:`unlearnkit.gp.erased_log_likelihood`) is integrated by quadrature instead: with
+    no sampling at ``lam = 0``, as a control variate for ``lam > 0`` (module docstring).
+    To unlearn for several ``lam``, :func:`unlearn_eubo_grid` shares the work.
 
     Args:
         q_full: ``q(theta | D)``, any float64 ``tfd.MultivariateNormalLinearOperator`` with
@@ -150,7 +463,8 @@ def unlearn_eubo(
             unlearned (returns ``q_full``'s moments).
         seed: ``None``, an int or a stateless seed; fixes the base samples.
         num_samples: Monte Carlo samples ``S`` (must exceed ``d``); default 2,000 for
-            ``lam = 0`` and 10,000 for ``lam > 0``.
+            ``lam = 0`` and 10,000 for ``lam > 0``; 2,000 for ``lam > 0`` and none for
+            ``lam = 0`` with a Gaussian expectation.
         max_iterations: L-BFGS iteration cap.
         tolerance: L-BFGS tolerance (see :func:`unlearnkit.optimize.minimize_lbfgs`).
         boundary_smoothing: width of the smooth step that replaces the region's
@@ -170,31 +484,16 @@ def unlearn_eubo(
     Warns:
         ConvergenceWarning: L-BFGS stopped before convergence.
     """
-    adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
-    num_samples = _num_samples(num_samples, adjusted.lam)
-    max_iterations = check_positive_int(max_iterations, "max_iterations")
-    tolerance = check_tolerance(tolerance)
-    smoothing = check_boundary_smoothing(boundary_smoothing)
-    problem = _WhitenedEUBO(adjusted, num_samples, seed)
-    dim = problem.dim
-    start_value = problem.value(tf.zeros([dim], tf.float64), tf.eye(dim, dtype=tf.float64), 0.0)
-    check_differentiable(adjusted.erased_log_likelihood, adjusted.q_full.sample(2, seed=(0, 0)))
-    if adjusted.lam == 1.0:  # p_adj = 1: the KL term alone, minimised by q_full itself
-        info = OptimizationInfo(float(start_value), 0, 1, True, "lam = 1: nothing to unlearn", 0.0)
-        result = gaussian.copy_belief(adjusted.q_full)
-        return (result, info) if return_info else result
-
-    def objective(x: tf.Tensor) -> tf.Tensor:
-        a, B = gaussian.unpack(x, dim)
-        return problem.value(a, B, smoothing)
-
-    x, info = minimize_lbfgs(
-        objective,
-        tf.zeros([gaussian.num_parameters(dim)], dtype=tf.float64),
+    lam = check_unit_interval(lam, "lam")
+    beliefs, infos = unlearn_eubo_grid(
+        q_full,
+        erased_log_likelihood,
+        [lam],
+        seed=seed,
+        num_samples=num_samples,
         max_iterations=max_iterations,
         tolerance=tolerance,
-        name="the EUBO",
+        boundary_smoothing=boundary_smoothing,
+        return_info=True,
     )
-    a, B = gaussian.unpack(x, dim)
-    result = gaussian.belief_from_whitened(adjusted.q_full, a, B)
-    return (result, info) if return_info else result
+    return (beliefs[0], infos[0]) if return_info else beliefs[0]
