@@ -66,7 +66,7 @@ def test_exclusive_fit_of_a_gaussian_is_the_gaussian() -> None:
 def test_exclusive_fit_is_mode_seeking_and_inclusive_is_mass_covering() -> None:
     # A mixture of two well-separated Gaussians in 1-D: the moment-matched Gaussian straddles
     # both, the KL[q || p] minimiser sits on one mode with about its variance.
-    axis = np.linspace(-16.0, 16.0, 4001)
+    axis = np.linspace(-30.0, 30.0, 8001)
     log_p = np.logaddexp(np.log(0.7) - 0.5 * (axis - 4.0) ** 2, np.log(0.3) - 0.5 * (axis + 4.0) ** 2)
     density = GridDensity([axis], log_p)
     matched = density.moment_matched()
@@ -82,13 +82,15 @@ def test_exclusive_fit_is_mode_seeking_and_inclusive_is_mass_covering() -> None:
 def test_exclusive_fit_tabulates_again_when_the_optimum_is_too_narrow_for_the_grid() -> None:
     narrow = _gaussian([0.2, 0.1], [[0.01, 0.0], [0.0, 0.02]])
     coarse = GridDensity.from_function(narrow.log_prob, (np.linspace(-1, 1, 41), np.linspace(-1, 1, 41)))
-    with pytest.raises(ValueError, match="not resolved"):
-        coarse.exclusive_kl(narrow)  # cells of 0.05 for a standard deviation of 0.1
+    # Cells of 0.05 for a standard deviation of 0.1: tabulated again around q.
+    assert coarse.exclusive_kl(narrow) == pytest.approx(0.0, abs=1e-9)
     fitted = coarse.fit_exclusive_gaussian()
     assert float(gaussian_kl(fitted, narrow)) < 1e-6
     tabulated_only = GridDensity(coarse.axes, coarse.log_pmf)
     with pytest.raises(ValueError, match="not resolved"):
         tabulated_only.fit_exclusive_gaussian()
+    with pytest.raises(ValueError, match="not resolved"):
+        tabulated_only.exclusive_kl(narrow)
 
 
 def test_tabulate_zooms_onto_the_mass_and_warns_when_cut_off() -> None:
@@ -179,7 +181,13 @@ def test_bad_functions_and_beliefs_raise() -> None:
     density = _p_grid()
     with pytest.raises(ValueError, match="event shape"):
         density.inclusive_kl(_gaussian([0.0], [[1.0]]))
-    with pytest.raises(ValueError, match="not resolved"):
-        density.exclusive_kl(_gaussian([40.0, 0.0], np.eye(2)))  # off the grid
+    with pytest.raises(ValueError, match="not resolved"):  # off a grid without a function
+        GridDensity(density.axes, density.log_pmf).exclusive_kl(_gaussian([40.0, 0.0], np.eye(2)))
     with pytest.raises(ValueError, match="at most 3"):
         gaussian_expectation(_gaussian(np.zeros(4), np.eye(4)), lambda t: t)
+
+
+def test_exclusive_kl_tabulates_again_around_a_narrow_q() -> None:
+    density = GridDensity.from_function(P.log_prob, (np.linspace(-8, 8, 81), np.linspace(-12, 10, 111)))
+    narrow = _gaussian([0.5, -0.5], [[0.01, 0.002], [0.002, 0.02]])
+    assert density.exclusive_kl(narrow) == pytest.approx(float(gaussian_kl(narrow, P)), rel=1e-6)

@@ -56,7 +56,7 @@ _BATCH = 65_536
 # deviations wide (along each axis), and lies on the grid when the grid holds this much
 # of its mass.
 _MAX_CELLS_PER_SD = 0.5
-_MASS_TOLERANCE = 1e-3
+_MASS_TOLERANCE = 1e-6
 
 
 def _check_axes(axes: Sequence[object]) -> Tuple[np.ndarray, ...]:
@@ -257,21 +257,43 @@ class GridDensity:
         return float(np.sum(pmf[mass] * (self.log_density[mass] - log_q[mass])))
 
     def exclusive_kl(self, q: object) -> float:
-        """``KL[q || p]`` for a Gaussian ``q`` resolved by the grid, by quadrature.
+        """``KL[q || p]`` for a Gaussian ``q``, by quadrature.
+
+        The sum runs over this grid when it resolves ``q`` (at least 2 cells per standard
+        deviation of ``q`` along each axis, conditional on the others, and all but 1e-6 of
+        ``q``'s mass on it). Otherwise, when the density was tabulated from a function, the
+        function is tabulated again on a grid of the same size around ``q`` (8 standard
+        deviations each way), normalised with this grid's normaliser.
 
         Raises:
-            ValueError: ``q`` has more than 0.1 % of its mass off the grid, or standard
-                deviations (conditional on the other coordinates) smaller than two cells; ``p`` has zero density where ``q`` has
-                mass.
+            ValueError: ``q`` is not resolved by the grid and the density has no function;
+                ``p`` has zero density where ``q`` has mass.
         """
         q = as_gaussian_belief(q, "q")
         self._check_event(q)
-        log_q, _ = self._gaussian_log_pmf(q)
+        try:
+            log_q, _ = self._gaussian_log_pmf(q)
+            log_p = self.log_pmf
+        except ValueError:
+            if self.function is None:
+                raise
+            local = GridDensity.from_function(self.function, self._axes_around_gaussian(q))
+            log_q, _ = local._gaussian_log_pmf(q)
+            # The local grid's log densities, normalised with this grid's normaliser.
+            # Cell probabilities of p on the local grid, normalised with this grid's
+            # normaliser: p(theta_g) * cell volume = exp(f(theta_g) - log_normaliser) * dV.
+            log_p = local.log_pmf + local.log_normaliser - self.log_normaliser
         q_pmf = np.exp(log_q)
-        if np.any((q_pmf > 0) & ~np.isfinite(self.log_pmf)):
+        if np.any((q_pmf > 0) & ~np.isfinite(log_p)):
             raise ValueError("p has zero density where q has mass: KL[q || p] is infinite")
-        terms = q_pmf * (log_q - self.log_pmf)
+        terms = q_pmf * (log_q - log_p)
         return float(np.sum(terms[q_pmf > 0]))
+
+    def _axes_around_gaussian(self, q: tfd.MultivariateNormalTriL) -> list:
+        """Axes of a grid of this grid's shape covering ``q`` (8 standard deviations each way)."""
+        centre = q.loc.numpy()
+        sds = np.sqrt(np.diag(q.covariance().numpy()))
+        return [np.linspace(c - 8.0 * s, c + 8.0 * s, n) for c, s, n in zip(centre, sds, self.shape)]
 
     def fit_exclusive_gaussian(
         self,
@@ -321,11 +343,9 @@ class GridDensity:
             except ValueError:
                 if self.function is None or attempt == 4:
                     raise
-                centre = result.loc.numpy()
-                sds = np.sqrt(np.diag(result.covariance().numpy()))
-                axes = [np.linspace(c - 8.0 * s, c + 8.0 * s, n)
-                        for c, s, n in zip(centre, sds, self.shape)]
-                density = GridDensity.from_function(self.function, axes)
+                density = GridDensity.from_function(
+                    self.function, self._axes_around_gaussian(result)
+                )
         return (result, info) if return_info else result
 
     def _fit_exclusive(
