@@ -162,3 +162,24 @@ def test_wrong_theta_shape_raises() -> None:
         adjusted(tf.zeros([4, 2], tf.float64))
     with pytest.raises(ValueError, match="theta"):
         adjusted(tf.zeros([3], tf.float64))
+
+
+def test_the_adjusted_target_lies_in_the_region_when_the_erased_data_are_unlikely() -> None:
+    # p_adj <= 1 inside the region and = 1 outside, so 1 / p_adj boosts every trusted point:
+    # with log p(D_e | theta) = -20 everywhere, the target q / p_adj keeps outside the region
+    # only P_q(outside) / (P_q(outside) + e^20 P_q(inside)) of its mass. The threshold sets
+    # where the target is truncated, not how much it trusts q.
+    from scipy import stats
+
+    from unlearnkit.variational.reference import GridDensity, adjusted_target
+
+    q = tfd.MultivariateNormalTriL(loc=tf.zeros([1], tf.float64), scale_tril=tf.ones([1, 1], tf.float64))
+    lam = 0.5
+    flat = adjusted_target(q, lambda t: tf.fill([t.shape[0]], tf.constant(-20.0, tf.float64)), lam)
+    density = GridDensity.from_function(flat, [np.linspace(-10.0, 10.0, 200_001)])
+    adjusted = adjusted_log_likelihood(lambda t: tf.zeros([t.shape[0]], tf.float64), q, lam)
+    outside = density.probability(lambda t: ~adjusted.inside(t))
+    inside_q = stats.chi2.cdf(adjusted.radius_squared, 1)
+    expected = (1 - inside_q) / ((1 - inside_q) + math.exp(20.0) * inside_q)
+    assert outside == pytest.approx(expected, rel=1e-3)
+    assert outside < 1e-9

@@ -11,10 +11,13 @@ from hypothesis import strategies as st
 from problems import linear_problem, logistic_problem
 
 from unlearnkit import (
+    DegenerateWeightsError,
     adjusted_log_likelihood,
     importance_ess,
     unlearn_reverse_kl,
 )
+from unlearnkit.exact import LinearGaussian
+from unlearnkit.likelihoods import linear_gaussian_log_likelihood
 from unlearnkit.likelihoods import logistic_log_likelihood
 from unlearnkit.metrics import gaussian_kl
 from unlearnkit import ImportanceInfo as ReverseKLInfo
@@ -67,7 +70,8 @@ def test_recovers_the_exact_posterior_of_the_remaining_data() -> None:
     # moments converge to it as the number of samples grows.
     q_full, q_remaining, erased, _ = linear_problem(n_erased=8)
     kls = [
-        float(gaussian_kl(q_remaining, unlearn_reverse_kl(q_full, erased, seed=0, num_samples=s)))
+        float(gaussian_kl(q_remaining, unlearn_reverse_kl(
+            q_full, erased, seed=0, num_samples=s, sampler="one-shot")))
         for s in (1_000, 100_000)
     ]
     assert kls[1] < 2e-3 < float(gaussian_kl(q_remaining, q_full))
@@ -86,11 +90,12 @@ def test_lam_one_returns_q_full_unchanged() -> None:
 def test_closed_form_matches_weighted_numpy_moments() -> None:
     q_full, erased = logistic_problem(n=10, n_erased=10)
     lam, seed, num = 0.05, 3, 2000
-    q_v = unlearn_reverse_kl(q_full, erased, lam, seed=seed, num_samples=num)
-    # Rebuild the same samples and weights by hand.
+    q_v = unlearn_reverse_kl(q_full, erased, lam, seed=seed, num_samples=num, sampler="one-shot")
+    # Rebuild the same samples and weights by hand (round 0 uses the first split seed).
+    from unlearnkit.seeds import split_seed
     from unlearnkit.variational.gaussian import moment_matched_normal
 
-    z = moment_matched_normal(num, 3, seed).numpy()
+    z = moment_matched_normal(num, 3, split_seed(seed, 1)[0]).numpy()
     theta = q_full.loc.numpy() + z @ q_full.scale.to_dense().numpy().T
     log_p_adj = adjusted_log_likelihood(erased, q_full, lam)(theta).numpy()
     w = np.exp(-log_p_adj - np.max(-log_p_adj))
@@ -139,7 +144,9 @@ def test_lam_rescues_degenerate_weights_when_the_erased_data_are_informative() -
     # Erasing 40 of 60 points: 1 / p(D_e | theta) varies over many orders of magnitude.
     q_full, _, erased, _ = linear_problem(n_erased=40)
     ess = {
-        lam: unlearn_reverse_kl(q_full, erased, lam, seed=0, return_info=True)[1].effective_sample_size
+        lam: unlearn_reverse_kl(
+            q_full, erased, lam, seed=0, sampler="one-shot", return_info=True
+        )[1].effective_sample_size
         for lam in (0.0, 1e-3, 0.1)
     }
     assert ess[0.0] < 100 < 10 * ess[0.0] < ess[1e-3] < ess[0.1]
@@ -147,10 +154,13 @@ def test_lam_rescues_degenerate_weights_when_the_erased_data_are_informative() -
 
 def test_info_reports_the_importance_ess() -> None:
     q_full, erased = logistic_problem(n=10, n_erased=10)
-    q_v, info = unlearn_reverse_kl(q_full, erased, seed=0, num_samples=5000, return_info=True)
+    q_v, info = unlearn_reverse_kl(
+        q_full, erased, seed=0, num_samples=5000, sampler="one-shot", return_info=True
+    )
     assert isinstance(info, ReverseKLInfo)
     assert 1.0 < info.effective_sample_size < 5000 and info.num_samples == 5000
     assert info.jitter == 0.0 and info.seconds > 0.0
+    assert info.num_rounds == 1 and info.ess_history == (info.effective_sample_size,)
 
 
 # --- unlearn_reverse_kl: reliability ------------------------------------------------
@@ -181,8 +191,9 @@ def test_degenerate_weights_raise() -> None:
     def overwhelming(theta):
         return 1e6 * tf.reduce_sum((theta - q_full.loc) ** 2, axis=-1)
 
-    with pytest.raises(ValueError, match="degenerate"):
-        unlearn_reverse_kl(q_full, overwhelming, seed=0, num_samples=1000)
+    for sampler in ("one-shot", "adaptive"):
+        with pytest.raises(DegenerateWeightsError, match="degenerate"):
+            unlearn_reverse_kl(q_full, overwhelming, seed=0, num_samples=1000, sampler=sampler)
 
 
 @pytest.mark.parametrize(
@@ -193,6 +204,14 @@ def test_degenerate_weights_raise() -> None:
         (dict(num_samples=2), ValueError, "num_samples"),
         (dict(num_samples=1.5), TypeError, "num_samples"),
         (dict(seed=(1, 2, 3)), TypeError, "seed"),
+        (dict(sampler="importance"), ValueError, "sampler"),
+        (dict(target_ess=0.0), ValueError, "target_ess"),
+        (dict(num_samples=1000, target_ess=2000), ValueError, "target_ess"),
+        (dict(max_rounds=-1), ValueError, "max_rounds"),
+        (dict(max_rounds=2.5), TypeError, "max_rounds"),
+        (dict(widening=0.5), ValueError, "widening"),
+        (dict(defensive_weight=1.0), ValueError, "defensive_weight"),
+        (dict(defensive_weight=-0.1), ValueError, "defensive_weight"),
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match) -> None:
@@ -211,3 +230,90 @@ def test_bad_beliefs_and_callables_raise() -> None:
         unlearn_reverse_kl(q_full, lambda t: t)
     with pytest.raises(ValueError, match="NaN"):
         unlearn_reverse_kl(q_full, lambda t: tf.sqrt(-tf.ones([t.shape[0]], tf.float64)))
+
+
+# --- the adaptive sampler -----------------------------------------------------------
+
+
+def _quarter_erased(seed: int = 0, d: int = 5, n: int = 100, noise: float = 0.5):
+    """Bayesian linear regression, d = 5: p(theta | D), p(theta | D_r) and log p(D_e | theta)
+    when the quarter of the rows with the largest first feature is erased."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ rng.normal(size=d) + np.sqrt(noise) * rng.normal(size=n)
+    erase = X[:, 0] >= np.quantile(X[:, 0], 0.75)
+    prior = LinearGaussian(np.zeros(d), np.eye(d), noise)
+    return (
+        prior.observe(X, y).distribution,
+        prior.observe(X[~erase], y[~erase]).distribution,
+        linear_gaussian_log_likelihood(X[erase], y[erase], noise),
+    )
+
+
+def test_adaptive_reaches_the_exact_posterior_when_a_quarter_is_erased() -> None:
+    # The acceptance test of the adaptive sampler: lam = 0, where the target is the exact
+    # Gaussian p(theta | D_r). Sampling from q(theta | D) alone starves.
+    p_full, p_remaining, erased = _quarter_erased()
+    q_v, info = unlearn_reverse_kl(p_full, erased, 0.0, seed=0, return_info=True)
+    q_one, one = unlearn_reverse_kl(p_full, erased, 0.0, seed=0, sampler="one-shot",
+                                    return_info=True)
+    adaptive_kl = float(gaussian_kl(p_remaining, q_v))
+    one_shot_kl = float(gaussian_kl(p_remaining, q_one))
+    assert adaptive_kl < 0.01, adaptive_kl
+    assert one_shot_kl > 0.03 > 0.01 > adaptive_kl, (one_shot_kl, adaptive_kl)
+    assert info.num_rounds > 1 and info.effective_sample_size >= 10_000
+    assert one.effective_sample_size < 1_000
+    assert len(info.ess_history) == info.num_rounds
+    assert info.ess_history[0] == pytest.approx(one.effective_sample_size)
+
+
+def test_adaptive_returns_the_one_shot_estimate_when_it_is_healthy() -> None:
+    q_full, erased = logistic_problem(n=10, n_erased=10)
+    a, info = unlearn_reverse_kl(q_full, erased, seed=3, num_samples=2000, target_ess=100,
+                                 return_info=True)
+    b = unlearn_reverse_kl(q_full, erased, seed=3, num_samples=2000, sampler="one-shot")
+    assert info.num_rounds == 1 and info.effective_sample_size > 100
+    np.testing.assert_array_equal(a.loc, b.loc)
+    np.testing.assert_array_equal(a.scale.to_dense(), b.scale.to_dense())
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_adaptive_follows_a_target_far_in_the_tails(dim) -> None:
+    # log p(D_e | theta) = -c^T theta: the target q(theta) / p(D_e | theta) is N(c, I) for
+    # q = N(0, I), here 12 standard deviations away, where q has no samples at all.
+    shift = np.zeros(dim)
+    shift[0] = 12.0
+    q_full = tfd.MultivariateNormalTriL(
+        loc=tf.zeros([dim], tf.float64), scale_tril=tf.eye(dim, dtype=tf.float64)
+    )
+
+    def erased(theta):
+        return -tf.linalg.matvec(theta, tf.constant(shift))
+
+    q_v, info = unlearn_reverse_kl(q_full, erased, seed=1, num_samples=20_000, return_info=True)
+    np.testing.assert_allclose(q_v.loc, shift, atol=0.05)
+    np.testing.assert_allclose(q_v.covariance(), np.eye(dim), atol=0.08)
+    assert info.num_rounds > 2 and info.ess_history[0] < 10
+    with pytest.raises(DegenerateWeightsError, match="one-shot"):
+        unlearn_reverse_kl(q_full, erased, seed=1, num_samples=20_000, sampler="one-shot",
+                           target_ess=100)
+    with pytest.raises(DegenerateWeightsError, match="rounds"):
+        unlearn_reverse_kl(q_full, erased, seed=1, num_samples=20_000, max_rounds=1)
+
+
+def test_adaptive_is_reproducible_with_a_seed() -> None:
+    p_full, _, erased = _quarter_erased()
+    a = unlearn_reverse_kl(p_full, erased, seed=4, num_samples=5_000)
+    b = unlearn_reverse_kl(p_full, erased, seed=4, num_samples=5_000)
+    np.testing.assert_array_equal(a.loc, b.loc)
+    np.testing.assert_array_equal(a.scale.to_dense(), b.scale.to_dense())
+
+
+def test_target_ess_sets_when_the_adaptive_sampler_stops() -> None:
+    p_full, _, erased = _quarter_erased()
+    _, low = unlearn_reverse_kl(p_full, erased, seed=0, num_samples=5_000, target_ess=50,
+                                return_info=True)
+    _, high = unlearn_reverse_kl(p_full, erased, seed=0, num_samples=5_000,
+                                 target_ess=4_000, return_info=True)
+    assert low.num_rounds == 1 and low.effective_sample_size >= 50
+    assert high.num_rounds > 1 and high.effective_sample_size >= 4_000

@@ -8,7 +8,7 @@ dataclasses below. The result itself never changes type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -73,6 +73,8 @@ class ImportanceInfo:
         jitter: added to the diagonal of the weighted covariance to make it positive
             definite (0 unless the weights are nearly degenerate).
         seconds: wall-clock time.
+        ess_history: the effective sample size of every round, in order (the last is
+            ``effective_sample_size``); empty when not recorded.
     """
 
     effective_sample_size: float
@@ -80,6 +82,7 @@ class ImportanceInfo:
     num_rounds: int
     jitter: float
     seconds: float
+    ess_history: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,49 +6,88 @@ The target is the adjusted unlearned posterior
 
 and the unlearned belief ``q_v`` minimises ``KL[p~_adj || q_v]`` (the paper's "reverse KL";
 in TFP's terms the *forward* direction, ``tfp.vi.kl_forward``: the expectation is under the
-target), i.e. maximises ``E_{p~_adj}[log q_v(theta)]``. With samples
-``theta_s ~ q(theta | D)`` and self-normalised importance weights
-``w_s ∝ 1 / p_adj(D_e | theta_s)``, that expectation is ``sum_s w_s log q_v(theta_s)``; for a
-Gaussian ``q_v`` its maximiser is the weighted mean and the weighted covariance of the
-samples. No optimisation is needed.
+target), i.e. maximises ``E_{p~_adj}[log q_v(theta)]``. For a Gaussian ``q_v`` the maximiser
+is the target's own mean and covariance (the objective is concave in the natural
+parameters ``(V^{-1} m, V^{-1})``, and its stationary point is the moment match). No
+optimisation is needed: only the target's moments, estimated by self-normalised
+importance sampling.
 
-The weights degenerate when the erased data carry much information (``p(D_e | theta)``
-varies by many orders of magnitude over ``q(theta | D)``): a few samples then carry
-nearly all the weight. :func:`importance_ess` measures this; ``lam > 0`` helps by
-capping the weights outside the region where ``q(theta | D)`` is large. Weights too
-degenerate to estimate a covariance from raise
-:class:`~unlearnkit.errors.DegenerateWeightsError`.
+Two samplers estimate them:
+
+- ``sampler="one-shot"``: samples ``theta_s ~ q(theta | D)`` with weights
+  ``w_s ∝ 1 / p_adj(D_e | theta_s)``, the estimator of the paper's objective
+  ``E_{q(theta | D)}[log q_v(theta) / p_adj(D_e | theta)]``. It starves when much is
+  erased: the target's mass then lies in the tails of ``q(theta | D)``, where few samples
+  fall, a handful of samples carry all the weight (the effective sample size stays small
+  however many samples are drawn), and the weighted moments describe those samples, not
+  the target.
+- ``sampler="adaptive"`` (the default): adaptive importance sampling. Round 0 is the
+  one-shot estimate; each further round proposes from a mixture of ``q(theta | D)``
+  (a defensive component that keeps the weights bounded) and a widened copy of the
+  Gaussian moment-matched to the previous round's weighted samples, with weights
+  ``p~_adj / proposal``, until the effective sample size reaches ``target_ess``. When the
+  one-shot estimate is healthy it is returned unchanged after one round.
+
+:func:`importance_ess` measures the weights' health. An estimate whose effective sample
+size stays below what the sampler requires raises
+:class:`~unlearnkit.errors.DegenerateWeightsError`, never a silently bad belief.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Tuple, Union
+from typing import List, Optional, Tuple, Union
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit import linalg
-from unlearnkit._validation import check_positive_int, ensure_finite
+from unlearnkit._validation import (
+    check_nonnegative_int,
+    check_positive_int,
+    check_positive_number,
+    check_unit_interval,
+    ensure_finite,
+)
 from unlearnkit.diagnostics import ImportanceInfo
 from unlearnkit.errors import DegenerateWeightsError, NotPositiveDefiniteError
 from unlearnkit.likelihoods import LogLikelihood
-from unlearnkit.seeds import Seed
+from unlearnkit.seeds import Seed, sanitize_seed, split_seed
 from unlearnkit.variational import gaussian
 from unlearnkit.variational.adjusted import AdjustedLogLikelihood
 
 tfd = tfp.distributions
 
-__all__ = ["unlearn_reverse_kl", "importance_log_weights", "importance_ess"]
+__all__ = [
+    "unlearn_reverse_kl",
+    "importance_log_weights",
+    "importance_ess",
+    "SAMPLERS",
+    "DEFAULT_NUM_SAMPLES",
+]
 
 
 DEFAULT_NUM_SAMPLES = 100_000
+SAMPLERS = ("adaptive", "one-shot")
+DEFAULT_TARGET_ESS_FRACTION = 0.1
+"""The adaptive sampler's default ``target_ess``, as a fraction of ``num_samples``."""
+DEFAULT_MAX_ROUNDS = 20
+DEFAULT_WIDENING = 1.2
+"""Standard deviations of the adaptive proposal's Gaussian component, relative to the
+moment-matched Gaussian of the previous round."""
+DEFAULT_DEFENSIVE_WEIGHT = 0.1
+"""Share of each adaptive round's samples drawn from ``q(theta | D)`` itself."""
+_POOL_FRACTION = 10.0
+"""Adaptive rounds whose effective sample size reaches ``target_ess / _POOL_FRACTION`` are
+pooled into the estimate."""
 _JITTERS = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 
 
 def importance_log_weights(adjusted: AdjustedLogLikelihood, theta: tf.Tensor) -> tf.Tensor:
     """Self-normalised log importance weights ``log w_s``, ``w_s ∝ 1 / p_adj(D_e | theta_s)``.
+
+    These are the one-shot weights: ``theta_s`` are samples from ``q(theta | D)``.
 
     Args:
         adjusted: the adjusted log-likelihood (see :func:`unlearnkit.adjusted_log_likelihood`).
@@ -88,15 +127,16 @@ def importance_ess(log_weights: object) -> float:
 
 
 def _weighted_moments(z: tf.Tensor, log_weights: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Weighted mean [d] and covariance [d, d] of the rows of ``z`` [S, d]."""
+    """Weighted mean [d] and covariance [d, d] of the rows of ``z`` [S, d] (normalised weights)."""
     weights = tf.exp(log_weights)
     mean = tf.linalg.matvec(z, weights, transpose_a=True)
     centred = z - mean
     cov = tf.matmul(centred * weights[:, None], centred, transpose_a=True)
-    return mean, cov
+    return mean, 0.5 * (cov + tf.transpose(cov))
 
 
 def _cholesky_with_jitter(cov: tf.Tensor, ess: float) -> Tuple[tf.Tensor, float]:
+    """Cholesky factor of the estimated covariance, with the smallest jitter that works."""
     eye = tf.eye(int(cov.shape[0]), dtype=tf.float64)
     for jitter in _JITTERS:
         try:
@@ -109,6 +149,139 @@ def _cholesky_with_jitter(cov: tf.Tensor, ess: float) -> Tuple[tf.Tensor, float]
     )
 
 
+def _check_sampler(sampler: object) -> str:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return str(sampler)
+
+
+def _target_ess(target_ess: Optional[float], sampler: str, num_samples: int, dim: int) -> float:
+    if target_ess is None:
+        if sampler == "one-shot":
+            return float(dim + 1)
+        return max(float(dim + 1), DEFAULT_TARGET_ESS_FRACTION * num_samples)
+    value = check_positive_number(target_ess, "target_ess")
+    if value > num_samples:
+        raise ValueError(
+            f"target_ess must not exceed num_samples = {num_samples} (the largest effective "
+            f"sample size), got {value:g}"
+        )
+    return max(value, float(dim + 1))
+
+
+class _Round:
+    """One round of importance sampling in coordinates whitened by ``q(theta | D)``: its
+    effective sample size and weighted first and second moments."""
+
+    def __init__(self, z: tf.Tensor, log_weights: tf.Tensor) -> None:
+        self.ess = importance_ess(log_weights)
+        self.mean, self.cov = _weighted_moments(z, log_weights)
+
+
+class _Pool:
+    """Rounds pooled into one estimate: their moments averaged with weights proportional to
+    their effective sample sizes (each round is a self-normalised estimate of the same
+    moments, with variance about inversely proportional to its effective sample size)."""
+
+    def __init__(self, dim: int) -> None:
+        self.ess = 0.0
+        self.num_rounds = 0
+        self._first = tf.zeros([dim], tf.float64)
+        self._second = tf.zeros([dim, dim], tf.float64)
+
+    def add(self, part: _Round) -> None:
+        self.ess += part.ess
+        self.num_rounds += 1
+        self._first += part.ess * part.mean
+        self._second += part.ess * (part.cov + part.mean[:, None] * part.mean[None, :])
+
+    def moments(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        mean = self._first / self.ess
+        cov = self._second / self.ess - mean[:, None] * mean[None, :]
+        return mean, 0.5 * (cov + tf.transpose(cov))
+
+
+class _AdaptiveSampler:
+    """Importance sampling of ``p~_adj(z) ∝ N(z; 0, I) / p_adj(D_e | theta(z))``, whitened."""
+
+    def __init__(self, adjusted: AdjustedLogLikelihood, num_samples: int) -> None:
+        self.adjusted = adjusted
+        self.q_full = adjusted.q_full
+        self.dim = adjusted.dim
+        self.num_samples = num_samples
+        self.scale = self.q_full.scale.to_dense()
+        self.standard = tfd.MultivariateNormalDiag(loc=tf.zeros([self.dim], tf.float64))
+
+    def log_target(self, z: tf.Tensor) -> tf.Tensor:
+        """``log N(z; 0, I) - log p_adj(D_e | theta(z))``, the unnormalised target, [S]."""
+        theta = self.q_full.loc + tf.matmul(z, self.scale, transpose_b=True)
+        squared = tf.reduce_sum(z**2, axis=-1)  # the Mahalanobis distance under q_full
+        log_adj = self.adjusted.smoothed(theta, 0.0, squared)  # validates the callable
+        return self.standard.log_prob(z) - log_adj
+
+    def one_shot(self, seed: Seed) -> _Round:
+        """Moment-matched samples of ``q(theta | D)``; weights ``∝ 1 / p_adj``."""
+        z = gaussian.moment_matched_normal(self.num_samples, self.dim, seed)
+        theta = self.q_full.loc + tf.matmul(z, self.scale, transpose_b=True)
+        squared = tf.reduce_sum(z**2, axis=-1)
+        log_unnormalised = -self.adjusted.smoothed(theta, 0.0, squared)
+        return _Round(z, log_unnormalised - tf.reduce_logsumexp(log_unnormalised))
+
+    def mixture_round(
+        self, loc: tf.Tensor, scale: tf.Tensor, defensive_weight: float, seed: Seed
+    ) -> _Round:
+        """Samples of ``a N(0, I) + (1 - a) N(loc, scale scale^T)`` (stratified: a fixed
+        share from each component), weights ``p~_adj / mixture`` (the balance heuristic)."""
+        defensive_seed, component_seed = split_seed(seed, 2)
+        num_defensive = int(round(defensive_weight * self.num_samples))
+        num_component = self.num_samples - num_defensive
+        parts = []
+        if num_defensive:
+            parts.append(tf.random.stateless_normal(
+                [num_defensive, self.dim], seed=defensive_seed, dtype=tf.float64))
+        eps = tf.random.stateless_normal(
+            [num_component, self.dim], seed=component_seed, dtype=tf.float64)
+        parts.append(loc + tf.matmul(eps, scale, transpose_b=True))
+        z = tf.concat(parts, axis=0)
+        component = tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale)
+        log_terms = [component.log_prob(z) + math.log1p(-defensive_weight)]
+        if defensive_weight > 0.0:
+            log_terms.append(self.standard.log_prob(z) + math.log(defensive_weight))
+        log_proposal = tf.reduce_logsumexp(tf.stack(log_terms), axis=0)
+        log_unnormalised = ensure_finite(
+            self.log_target(z) - log_proposal, "the importance log-weights"
+        )
+        return _Round(z, log_unnormalised - tf.reduce_logsumexp(log_unnormalised))
+
+
+def _next_proposal(
+    mean: tf.Tensor, cov: tf.Tensor, ess: float, previous_cov: tf.Tensor, widening: float
+) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mean, widened lower-triangular scale and unwidened covariance of the next round's
+    Gaussian component, from the current estimate ``(mean, cov)`` of the target's moments.
+
+    An estimate from few effective samples is noisy, and singular below ``d + 1`` of them.
+    Below ``d + 1`` the proposal only moves: it keeps the previous covariance and doubles
+    the widening (the target lies beyond the samples, and wider proposals reach further);
+    above, the covariance is shrunk towards the previous one in proportion,
+    ``(ESS * C + (d + 1) * C_prev) / (ESS + d + 1)``.
+    """
+    dim = int(mean.shape[0])
+    if ess < dim + 1.0:
+        cov, widening = previous_cov, 2.0 * widening
+    else:
+        shrink = (dim + 1.0) / (ess + dim + 1.0)
+        cov = (1.0 - shrink) * cov + shrink * previous_cov
+    eye = tf.eye(dim, dtype=tf.float64)
+    for jitter in _JITTERS:
+        candidate = cov + jitter * tf.reduce_max(tf.linalg.diag_part(cov)) * eye
+        try:
+            return mean, widening * linalg.cholesky(candidate, "the proposal covariance"), candidate
+        except NotPositiveDefiniteError:
+            continue
+    return mean, widening * tf.linalg.cholesky(previous_cov), previous_cov  # pragma: no cover
+
+
 def unlearn_reverse_kl(
     q_full: object,
     erased_log_likelihood: LogLikelihood,
@@ -116,63 +289,131 @@ def unlearn_reverse_kl(
     *,
     seed: Seed = None,
     num_samples: int = DEFAULT_NUM_SAMPLES,
+    sampler: str = "adaptive",
+    target_ess: Optional[float] = None,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    widening: float = DEFAULT_WIDENING,
+    defensive_weight: float = DEFAULT_DEFENSIVE_WEIGHT,
     return_info: bool = False,
 ) -> Union[tfd.MultivariateNormalTriL, Tuple[tfd.MultivariateNormalTriL, ImportanceInfo]]:
     """Unlearn ``D_e``: the Gaussian ``q_v`` minimising ``KL[p~_adj(theta | D_r) || q_v]``.
 
     This is the paper's "reverse KL", ``KL[target || q_v]`` (TFP's ``kl_forward`` direction):
-    mass covering, not mode seeking. Closed form: the self-normalised importance-weighted
-    mean and covariance of samples ``theta_s ~ q_full`` with weights
-    ``w_s ∝ 1 / p_adj(D_e | theta_s; lam)`` (computed in log space). The samples are moment
-    matched (their plain mean and covariance are exactly those of ``q_full``), so
-    ``lam = 1`` returns ``q_full``.
+    mass covering, not mode seeking. Its minimiser over Gaussians is the target's mean and
+    covariance, estimated by self-normalised importance sampling (in log space) in
+    coordinates whitened by ``q_full``:
+
+    - ``sampler="one-shot"``: the importance-weighted mean and covariance of
+      ``num_samples`` moment-matched samples of ``q_full``, weights
+      ``w_s ∝ 1 / p_adj(D_e | theta_s; lam)`` (``lam = 1`` returns ``q_full``'s moments).
+    - ``sampler="adaptive"``: round 0 is the one-shot estimate, returned when its effective
+      sample size reaches ``target_ess``. Otherwise each new round draws ``num_samples``
+      samples from ``defensive_weight * q_full + (1 - defensive_weight) * N(m, widening^2 C)``,
+      with ``(m, C)`` the current estimate of the target's moments, and weights
+      ``p~_adj / proposal``. Rounds whose effective sample size reaches ``target_ess / 10``
+      (the proposal has settled on the target) are pooled: their moments are averaged with
+      weights proportional to their effective sample sizes, and the pooled moments drive
+      the next proposal. It stops when one round, or the pool, reaches ``target_ess``.
 
     Args:
         q_full: ``q(theta | D)``, any float64 ``tfd.MultivariateNormalLinearOperator`` [d].
             Not modified.
         erased_log_likelihood: ``theta [S, d] -> log p(D_e | theta) [S]``.
         lam: adjusted-likelihood threshold in [0, 1]; 1 returns ``q_full``'s moments.
-        seed: ``None``, an int or a stateless seed (see :mod:`unlearnkit.seeds`).
-        num_samples: samples ``S`` from ``q_full`` (must exceed ``d``).
-        return_info: also return an :class:`~unlearnkit.diagnostics.ImportanceInfo`
-            (effective sample size).
+        seed: ``None``, an int or a stateless seed (see :mod:`unlearnkit.seeds`); each
+            round uses its own seed split from it.
+        num_samples: samples ``S`` per round (must exceed ``d``).
+        sampler: ``"adaptive"`` (default) or ``"one-shot"``.
+        target_ess: the effective sample size an estimate must reach to be returned (for a
+            pooled estimate, the sum over its rounds). Default: ``num_samples / 10`` for the adaptive sampler; ``d + 1`` for the
+            one-shot sampler (it cannot improve its weights, and refuses only the
+            estimates whose covariance would be singular). Never below ``d + 1``.
+        max_rounds: adaptive rounds after round 0 (0 makes the adaptive sampler one-shot
+            with the adaptive sampler's ``target_ess``). Ignored by the one-shot sampler.
+        widening: factor (>= 1) on the standard deviations of the adaptive proposal's
+            Gaussian component.
+        defensive_weight: share in [0, 1) of each adaptive round's samples drawn from
+            ``q_full``; it bounds the weights by ``1 / (defensive_weight * p_adj)``.
+        return_info: also return an :class:`~unlearnkit.diagnostics.ImportanceInfo`:
+            the estimate's effective sample size, the samples it used, the rounds drawn and
+            every round's effective sample size.
 
     Returns:
         A new float64 ``tfd.MultivariateNormalTriL`` [d], and the info if requested.
 
     Raises:
-        TypeError, ValueError: bad ``q_full``, callable, ``lam`` or ``num_samples``; a
-            callable returning the wrong shape or non-finite values.
-        DegenerateWeightsError: weights so degenerate (effective sample size below
-            ``d + 1``) that the weighted covariance would be singular.
+        TypeError, ValueError: bad ``q_full``, callable, ``lam``, ``num_samples``,
+            ``sampler`` or sampler options; a callable returning the wrong shape or
+            non-finite values.
+        DegenerateWeightsError: the effective sample size stayed below ``target_ess``
+            (after ``max_rounds`` adaptive rounds), so no estimate can be trusted.
     """
     start = time.perf_counter()
     adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
     q_full = adjusted.q_full
+    dim = adjusted.dim
     num_samples = check_positive_int(num_samples, "num_samples")
-    z = gaussian.moment_matched_normal(num_samples, adjusted.dim, seed)  # whitened samples
-    theta = q_full.loc + tf.matmul(z, q_full.scale.to_dense(), transpose_b=True)
-    log_weights = importance_log_weights(adjusted, theta)  # validates the callable's output
-    ess = importance_ess(log_weights)
-    if ess < adjusted.dim + 1:
+    sampler = _check_sampler(sampler)
+    target = _target_ess(target_ess, sampler, num_samples, dim)
+    max_rounds = check_nonnegative_int(max_rounds, "max_rounds")
+    widening = check_positive_number(widening, "widening")
+    if widening < 1.0:
+        raise ValueError(f"widening must be at least 1, got {widening}")
+    defensive_weight = check_unit_interval(defensive_weight, "defensive_weight")
+    if defensive_weight == 1.0:
+        raise ValueError("defensive_weight must be below 1 (1 is the one-shot sampler)")
+    seed = sanitize_seed(seed)
+    rounds_allowed = 0 if sampler == "one-shot" else max_rounds
+    seeds = split_seed(seed, rounds_allowed + 1)
+
+    problem = _AdaptiveSampler(adjusted, num_samples)
+    current = problem.one_shot(seeds[0])  # round 0: the one-shot estimate (checks the callable)
+    history: List[float] = [current.ess]
+    pool = _Pool(dim)  # adaptive rounds only: round 0's weights are the ones that starve
+    estimate = (current.mean, current.cov, current.ess)
+    proposal_cov = tf.eye(dim, dtype=tf.float64)
+    rounds = 1
+    while (
+        current.ess < target and pool.ess < target and rounds <= rounds_allowed
+        and adjusted.lam < 1.0
+    ):
+        loc, scale, proposal_cov = _next_proposal(*estimate, proposal_cov, widening)
+        current = problem.mixture_round(loc, scale, defensive_weight, seeds[rounds])
+        history.append(current.ess)
+        rounds += 1
+        if current.ess >= target / _POOL_FRACTION:  # the proposal has settled: pool
+            pool.add(current)
+            estimate = (*pool.moments(), pool.ess)
+        else:
+            estimate = (current.mean, current.cov, current.ess)
+    if current.ess >= target:  # one round suffices (always the case for the one-shot sampler)
+        mean, cov, ess, used = current.mean, current.cov, current.ess, 1
+    elif pool.ess >= target:
+        (mean, cov), ess, used = pool.moments(), pool.ess, pool.num_rounds
+    else:
+        what = (
+            f"after {rounds} rounds of adaptive importance sampling (pooled: {pool.ess:.3g})"
+            if sampler == "adaptive" else "sampling from q_full alone (sampler='one-shot')"
+        )
         raise DegenerateWeightsError(
-            f"the importance weights are degenerate (effective sample size {ess:.3g} for "
-            f"d = {adjusted.dim}): the erased data carry too much information for "
-            f"num_samples = {num_samples}; increase num_samples or lam"
+            f"the importance weights are degenerate: effective sample size {current.ess:.3g} "
+            f"< {target:.3g} needed, {what}, for d = {dim} and num_samples = {num_samples}; "
+            f"increase num_samples, max_rounds or lam (effective sample sizes per round: "
+            f"{', '.join(format(e, '.3g') for e in history)})"
         )
     if adjusted.lam == 1.0:  # equal weights: the moments of q_full itself
         result, jitter = gaussian.copy_belief(q_full), 0.0
     else:
-        mean, cov = _weighted_moments(z, log_weights)
         scale, jitter = _cholesky_with_jitter(cov, ess)
         result = gaussian.belief_from_whitened(q_full, mean, scale)
     if not return_info:
         return result
     info = ImportanceInfo(
         effective_sample_size=ess,
-        num_samples=num_samples,
-        num_rounds=1,
+        num_samples=used * num_samples,
+        num_rounds=rounds,
         jitter=jitter,
         seconds=time.perf_counter() - start,
+        ess_history=tuple(history),
     )
     return result, info
