@@ -13,7 +13,12 @@ from typing import Callable
 
 import tensorflow as tf
 
-from unlearnkit._validation import as_float64, check_binary_labels, check_theta
+from unlearnkit._validation import (
+    as_float64,
+    as_positive_scalar,
+    check_binary_labels,
+    check_theta,
+)
 
 __all__ = ["LogLikelihood", "logistic_log_likelihood", "linear_gaussian_log_likelihood"]
 
@@ -60,9 +65,7 @@ def linear_gaussian_log_likelihood(X: object, y: object, noise_variance: float) 
     y = as_float64(y, "y", ndim=1)
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"y must have shape [{X.shape[0]}] to match X, got {y.shape.as_list()}")
-    noise = float(as_float64(noise_variance, "noise_variance", ndim=0))
-    if noise <= 0.0:
-        raise ValueError(f"noise_variance must be positive, got {noise}")
+    noise = as_positive_scalar(noise_variance, "noise_variance")
     dim = X.shape[1]
     log_norm = -0.5 * X.shape[0] * math.log(2.0 * math.pi * noise)
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from unlearnkit._validation import (
     check_nonnegative_number,
+    check_output_tensor,
     check_positive_int,
     factor_is_positive_definite,
 )
@@ -141,12 +142,16 @@ def conjugate_gradient_loop(
         x_new, r_new = x + alpha * p, r - alpha * product
         rs_new = tf.tensordot(r_new, r_new, 1)
         status = tf.where(
-            ~positive,
-            _NEGATIVE_CURVATURE,
+            ~tf.math.is_finite(curvature),  # NaN from matvec is not a negative curvature
+            _NOT_FINITE,
             tf.where(
-                ~tf.math.is_finite(rs_new),
-                _NOT_FINITE,
-                tf.where(tf.sqrt(rs_new) <= tolerance * rhs_norm, _CONVERGED, -1),
+                ~positive,
+                _NEGATIVE_CURVATURE,
+                tf.where(
+                    ~tf.math.is_finite(rs_new),
+                    _NOT_FINITE,
+                    tf.where(tf.sqrt(rs_new) <= tolerance * rhs_norm, _CONVERGED, -1),
+                ),
             ),
         )
         x = tf.where(positive, x_new, x)  # a failed step leaves the iterate as it was
@@ -218,6 +223,18 @@ def _compiled_loop(matvec: Callable[[tf.Tensor], tf.Tensor]) -> Callable:
     return compiled
 
 
+def _check_matvec(matvec: Callable[[tf.Tensor], tf.Tensor], rhs: tf.Tensor) -> None:
+    """Call ``matvec`` once, eagerly, on ``rhs``: it must return a finite float64 ``[d]``."""
+    expected = f"a float64 vector [{int(rhs.shape[0])}] (A v for v [d])"
+    product = check_output_tensor(matvec(rhs), "matvec", expected)
+    if product.dtype != tf.float64:
+        raise TypeError(f"matvec must return {expected}, got dtype {product.dtype.name}")
+    if product.shape.as_list() != rhs.shape.as_list():
+        raise ValueError(f"matvec must return {expected}, got shape {product.shape.as_list()}")
+    if not bool(tf.reduce_all(tf.math.is_finite(product))):
+        raise ValueError("matvec returned NaN or infinite values (A v at v = rhs)")
+
+
 def conjugate_gradient(
     matvec: Callable[[tf.Tensor], tf.Tensor],
     rhs: object,
@@ -245,7 +262,9 @@ def conjugate_gradient(
         NotPositiveDefiniteError: a search direction ``p`` with ``p^T A p <= 0`` was met, so
             ``A`` is not positive definite. (CG sees only the directions it explores: an
             indefinite ``A`` whose negative directions are orthogonal to them goes unnoticed.)
-        ValueError: ``rhs`` or the iterates are not finite.
+        TypeError: ``matvec`` does not return a float64 vector (checked once, at ``rhs``).
+        ValueError: ``rhs``, ``A rhs`` or the iterates are not finite, or ``matvec``
+            returns the wrong shape.
 
     Warns:
         ConvergenceWarning: no convergence within ``max_iterations``; the last iterate is
@@ -262,6 +281,7 @@ def conjugate_gradient(
         raise ValueError("rhs contains NaN or infinite values")
     tolerance = check_tolerance(tolerance)
     max_iterations = default_max_iterations(max_iterations, int(rhs.shape[0]))
+    _check_matvec(matvec, rhs)
     args = (rhs, tf.constant(tolerance, tf.float64), tf.constant(max_iterations))
     try:
         outputs = _compiled_loop(matvec)(*args)

@@ -32,8 +32,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.optimize import linear_sum_assignment
 
-from unlearnkit._validation import as_float64, check_positive_int
-from unlearnkit.seeds import Seed, sanitize_seed
+from unlearnkit._validation import as_float64, as_positive_scalar, check_positive_int
+from unlearnkit.seeds import Seed, numpy_seed, sanitize_seed
 
 __all__ = [
     "GaussianMixtureModel",
@@ -66,9 +66,7 @@ class GaussianMixtureModel:
     def __post_init__(self) -> None:
         check_positive_int(self.num_components, "num_components")
         check_positive_int(self.dim, "dim")
-        scale = float(as_float64(self.prior_scale, "prior_scale", ndim=0))
-        if scale <= 0.0:
-            raise ValueError(f"prior_scale must be positive, got {scale}")
+        object.__setattr__(self, "prior_scale", as_positive_scalar(self.prior_scale, "prior_scale"))
 
     @property
     def num_params(self) -> int:
@@ -285,7 +283,7 @@ def svi_noise(model: GaussianMixtureModel, num_samples: int, *, seed: Seed = Non
     return tf.concat([half, -half], axis=0)
 
 
-def kmeans_centres(points: object, num_components: int = 4, *, seed: int = 0) -> np.ndarray:
+def kmeans_centres(points: object, num_components: int = 4, *, seed: Seed = 0) -> np.ndarray:
     """Initial centres ``[K, D]``: k-means (``scipy.cluster.vq.kmeans2``, k-means++ seeding).
 
     Every inference method starts its centres here, in one mode of the (label-switching)
@@ -294,13 +292,15 @@ def kmeans_centres(points: object, num_components: int = 4, *, seed: int = 0) ->
     Args:
         points: ``[n, D]`` the data, with at least ``K`` distinct rows.
         num_components: K.
-        seed: seed of the NumPy generator of the k-means++ seeding.
+        seed: seed of the NumPy generator of the k-means++ seeding (None or an int, see
+            :func:`unlearnkit.seeds.numpy_seed`).
 
     Raises:
         ValueError: fewer than ``K`` distinct points.
     """
     x = as_float64(points, "points", ndim=2).numpy()
     check_positive_int(num_components, "num_components")
+    seed = numpy_seed(seed)
     if np.unique(x, axis=0).shape[0] < num_components:
         raise ValueError(
             f"points must hold at least num_components={num_components} distinct rows"

@@ -33,6 +33,7 @@ from unlearnkit import linalg
 from unlearnkit.errors import ConvergenceWarning, NotPositiveDefiniteError
 from unlearnkit.linalg import check_tolerance
 from unlearnkit.optimize import minimize_lbfgs
+from unlearnkit.seeds import Seed, numpy_seed
 
 __all__ = ["fit_svi"]
 
@@ -44,7 +45,7 @@ def fit_svi(
     *,
     initial: Optional[object] = None,
     initial_scale: float = 0.1,
-    seed: int = 0,
+    seed: Seed = 0,
     max_iterations: int = 500,
     tolerance: float = 1e-10,
     newton_steps: int = 3,
@@ -65,7 +66,8 @@ def fit_svi(
             deviations ``initial_scale``.
         initial_scale: initial standard deviation of every coordinate when ``initial`` is
             None (> 0).
-        seed: seed of the k-means initialisation.
+        seed: seed of the k-means initialisation (None or an int); checked even when
+            ``initial`` is given.
         max_iterations: L-BFGS iteration limit.
         tolerance: largest gradient entry at convergence.
         newton_steps: at most this many Newton steps after L-BFGS, each taken only while the
@@ -85,6 +87,7 @@ def fit_svi(
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     tolerance = check_tolerance(tolerance)
     newton_steps = check_nonnegative_int(newton_steps, "newton_steps")
+    numpy_seed(seed)  # checked even when initial is given
     if initial is None:
         scale = check_positive_number(initial_scale, "initial_scale")
         centres = kmeans_centres(points, model.num_components, seed=seed)
