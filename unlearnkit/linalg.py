@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from unlearnkit._validation import (
+    as_float64,
     check_nonnegative_number,
     check_output_tensor,
     check_positive_int,
@@ -77,9 +78,9 @@ def cholesky(
             module's rule.
         ValueError: NaN or infinite entries.
     """
-    matrix = tf.convert_to_tensor(matrix, tf.float64)
-    if not bool(tf.reduce_all(tf.math.is_finite(matrix))):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    matrix = as_float64(matrix, name)  # NaN / inf, strings, complex: errors naming it
+    if matrix.shape.rank < 2 or matrix.shape[-1] != matrix.shape[-2] or matrix.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape [..., d, d] with d >= 1, got {matrix.shape.as_list()}")
     matrix = 0.5 * (matrix + tf.linalg.matrix_transpose(matrix))
     dim = int(matrix.shape[-1])
     try:
@@ -106,8 +107,13 @@ def solve_positive_definite(
     Raises:
         NotPositiveDefiniteError: ``A + damping I`` is not positive definite.
     """
-    matrix = tf.convert_to_tensor(matrix, tf.float64)
-    rhs = tf.convert_to_tensor(rhs, tf.float64)
+    matrix = as_float64(matrix, name)
+    rhs = as_float64(rhs, "rhs")
+    if matrix.shape.rank < 2 or rhs.shape.as_list() != matrix.shape.as_list()[:-1]:
+        raise ValueError(
+            f"rhs must have shape {matrix.shape.as_list()[:-1]} to match {name} "
+            f"{matrix.shape.as_list()}, got {rhs.shape.as_list()}"
+        )
     damping = check_nonnegative_number(damping, "damping")
     if damping:
         matrix = matrix + damping * tf.eye(int(matrix.shape[-1]), dtype=tf.float64)
@@ -272,7 +278,12 @@ def conjugate_gradient(
     """
     if not callable(matvec):
         raise TypeError(f"matvec must be callable v [d] -> A v [d], got {type(matvec).__name__}")
-    rhs = tf.convert_to_tensor(rhs)
+    if rhs is None or isinstance(rhs, (str, bytes)):
+        raise TypeError(f"rhs must be a float64 vector [d], got {type(rhs).__name__}")
+    try:
+        rhs = tf.convert_to_tensor(rhs)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"rhs must be a float64 vector [d]: {err}") from None
     if not rhs.dtype.is_floating or rhs.dtype != tf.float64:
         raise TypeError(f"rhs must be a float64 vector [d], got dtype {rhs.dtype.name}")
     if rhs.shape.rank != 1 or rhs.shape[0] == 0:

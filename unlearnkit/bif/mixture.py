@@ -66,7 +66,10 @@ class GaussianMixtureModel:
     def __post_init__(self) -> None:
         check_positive_int(self.num_components, "num_components")
         check_positive_int(self.dim, "dim")
-        object.__setattr__(self, "prior_scale", as_positive_scalar(self.prior_scale, "prior_scale"))
+        scale = as_positive_scalar(self.prior_scale, "prior_scale")
+        if not 1e-150 <= scale <= 1e150:  # its square, 2 pi times it and logs stay finite
+            raise ValueError(f"prior_scale must lie in [1e-150, 1e150], got {scale}")
+        object.__setattr__(self, "prior_scale", scale)
 
     @property
     def num_params(self) -> int:
