@@ -1206,3 +1206,43 @@ def test_defect8_unlearn_eubo_with_a_huge_offset() -> None:
     # determines the minimiser to about sqrt(1e-4) = 1e-2
     np.testing.assert_allclose(shifted.mean(), reference.mean(), atol=2e-2)
     np.testing.assert_allclose(shifted.covariance(), reference.covariance(), atol=2e-2)
+
+
+# --- defects the fuzz suite found beyond the issue's list
+
+
+def test_found_influence_cg_with_an_energy_without_gradient() -> None:
+    """A NumPy energy passed the check of ``energy - erased_energy`` (the erased energy has a
+    gradient) and then failed inside the compiled conjugate gradients with a raw
+    ``NotImplementedError``."""
+    numpy_energy = lambda g: tf.constant(float(np.sum(np.asarray(g) ** 2)), tf.float64)  # noqa: E731
+    erased = lambda g: tf.reduce_sum(g)  # noqa: E731
+    for hessian in ("before", "after"):
+        with pytest.raises(ValueError, match="energy does not depend on params"):
+            bif.influence_unlearn(numpy_energy, erased, np.zeros(2), solver="cg", hessian=hessian)
+
+
+def test_found_overflows_are_errors_not_infinities() -> None:
+    with pytest.raises(ValueError, match="noise_variance is too small"):
+        likelihoods.linear_gaussian_log_likelihood(_FEATURES, _LABELS, 5e-324)
+    huge = likelihoods.linear_gaussian_log_likelihood(_FEATURES * 1e200, _LABELS, 1.0)
+    with pytest.raises(ValueError, match="the log-likelihood of theta"):
+        huge(tf.ones([1, 3], tf.float64) * 1e200)
+    for scale in (1e-300, 1e300):
+        with pytest.raises(ValueError, match="prior_scale must lie in"):
+            mixture.GaussianMixtureModel(2, 2, scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="prior_mean is too large"):
+            exact.LinearGaussian(np.array([1e300]), np.eye(1) * 1e-100, 1.0)
+
+
+def test_found_non_numeric_inputs_to_linear_algebra_are_named() -> None:
+    with pytest.raises(TypeError, match="rhs must be a float64 vector"):
+        linalg.conjugate_gradient(lambda v: v, None)
+    with pytest.raises(TypeError, match="rhs must be a numeric array"):
+        linalg.solve_positive_definite(np.eye(2), None)
+    with pytest.raises(ValueError, match=r"rhs must have shape \[2\]"):
+        linalg.solve_positive_definite(np.eye(2), np.ones(3))
+    with pytest.raises(TypeError, match="log_weights must be a float tensor"):
+        uk.importance_ess(None)
