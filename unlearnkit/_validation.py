@@ -36,7 +36,9 @@ __all__ = [
     "check_nonnegative_int",
     "check_nonnegative_number",
     "check_positive_number",
+    "as_positive_scalar",
     "check_erased_indices",
+    "check_output_tensor",
 ]
 
 
@@ -211,6 +213,36 @@ def check_positive_number(value: object, name: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return float(value)
+
+
+def as_positive_scalar(value: object, name: str) -> float:
+    """A finite number > 0 given as a Python / NumPy number or a 0-d array or tensor.
+
+    Booleans (``True``, ``np.True_``, boolean arrays and tensors) are refused with a
+    ``TypeError``: ``True`` is not a variance.
+    """
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, (bool, np.bool_)) or dtype in (np.bool_, tf.bool):
+        raise TypeError(f"{name} must be a positive number, got a boolean")
+    scale = float(as_float64(value, name, ndim=0))
+    if scale <= 0.0:
+        raise ValueError(f"{name} must be a positive finite number, got {scale}")
+    return scale
+
+
+def check_output_tensor(value: object, name: str, expected: str) -> tf.Tensor:
+    """The output of a user callable as a real (floating or integer) tensor, before its shape
+    is checked: ``None``, strings, objects and complex numbers are a ``TypeError`` naming
+    the callable (``expected`` describes what it must return)."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must return {expected}, got {type(value).__name__}")
+    try:
+        value = tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must return {expected}: {err}") from None
+    if not (value.dtype.is_floating or value.dtype.is_integer) or value.dtype.is_complex:
+        raise TypeError(f"{name} must return real numbers ({expected}), got dtype {value.dtype.name}")
+    return value
 
 
 def check_erased_indices(
@@ -393,7 +425,7 @@ def check_theta(theta: object, dim: int, name: str = "theta") -> tf.Tensor:
     if theta.dtype != tf.float64:
         raise TypeError(
             f"{name} must be a float64 tensor [S, {dim}], got dtype {theta.dtype.name} "
-            f"(cast it with tf.cast(theta, tf.float64))"
+            f"(cast it with tf.cast({name}, tf.float64))"
         )
     check_shape(theta.shape.as_list(), name, 2, [None, dim])
     return ensure_finite(theta, name)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from unlearnkit._validation import as_float64, check_erased_indices, check_positive_int
+from unlearnkit.seeds import numpy_seed
 
 __all__ = [
     "GMMData",
@@ -50,7 +51,8 @@ def make_gmm_data(num_points: int = 2000, *, seed: int = 0) -> GMMData:
 
     Args:
         num_points: n, a positive multiple of 4.
-        seed: seed of the NumPy generator; the same seed gives the same data.
+        seed: seed of the NumPy generator (None or an int, see
+            :func:`unlearnkit.seeds.numpy_seed`); the same seed gives the same data.
 
     Returns:
         A :class:`GMMData`, points ordered cluster by cluster.
@@ -58,7 +60,7 @@ def make_gmm_data(num_points: int = 2000, *, seed: int = 0) -> GMMData:
     check_positive_int(num_points, "num_points")
     if num_points % 4:
         raise ValueError(f"num_points must be a multiple of 4, got {num_points}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(numpy_seed(seed))
     per = num_points // 4
     points = np.concatenate(
         [rng.multivariate_normal(mu, cov, size=per) for mu, cov in zip(TRUE_CENTRES, _COVARIANCES)]

@@ -448,12 +448,14 @@ class LinearGaussian:
         if info != 0 or not np.isfinite(precision).all():
             raise ValueError("prior_cov must be positive definite with a finite inverse")
         noise = check_positive_number(self.noise_variance, "noise_variance")
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            shift = precision @ mean
         values = {
             "prior_mean": _read_only(mean),
             "prior_cov": _read_only(cov),
             "noise_variance": noise,
             "_prior_precision": _read_only(precision),
-            "_prior_shift": _read_only(precision @ mean),
+            "_prior_shift": _read_only(shift),
             "_prior_log_det": float(-2.0 * np.sum(np.log(np.diag(chol)))),
             "_gram": _read_only(np.zeros((dim + 1, dim + 1))),
             "_gram_low": _read_only(np.zeros((dim + 1, dim + 1))),

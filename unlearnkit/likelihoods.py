@@ -13,12 +13,20 @@ from typing import Callable
 
 import tensorflow as tf
 
-from unlearnkit._validation import as_float64, check_binary_labels, check_theta
+from unlearnkit._validation import (
+    as_float64,
+    as_positive_scalar,
+    check_binary_labels,
+    check_theta,
+    ensure_finite,
+)
 
 __all__ = ["LogLikelihood", "logistic_log_likelihood", "linear_gaussian_log_likelihood"]
 
 LogLikelihood = Callable[[tf.Tensor], tf.Tensor]
 """``theta [S, d] -> log p(D | theta) [S]``."""
+
+_OVERFLOW = "the log-likelihood of theta (theta, X or y too large for float64)"
 
 
 def logistic_log_likelihood(X: object, y: object) -> LogLikelihood:
@@ -40,7 +48,8 @@ def logistic_log_likelihood(X: object, y: object) -> LogLikelihood:
 
     def log_likelihood(theta: tf.Tensor) -> tf.Tensor:
         logits = tf.matmul(check_theta(theta, dim), X, transpose_b=True)  # [S, n]
-        return -tf.reduce_sum(tf.math.softplus(-signs * logits), axis=-1)
+        values = -tf.reduce_sum(tf.math.softplus(-signs * logits), axis=-1)
+        return ensure_finite(values, _OVERFLOW)
 
     return log_likelihood
 
@@ -60,14 +69,15 @@ def linear_gaussian_log_likelihood(X: object, y: object, noise_variance: float) 
     y = as_float64(y, "y", ndim=1)
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"y must have shape [{X.shape[0]}] to match X, got {y.shape.as_list()}")
-    noise = float(as_float64(noise_variance, "noise_variance", ndim=0))
-    if noise <= 0.0:
-        raise ValueError(f"noise_variance must be positive, got {noise}")
+    noise = as_positive_scalar(noise_variance, "noise_variance")
+    if not math.isfinite(1.0 / noise):
+        raise ValueError(f"noise_variance is too small (1 / noise_variance overflows), got {noise}")
     dim = X.shape[1]
     log_norm = -0.5 * X.shape[0] * math.log(2.0 * math.pi * noise)
 
     def log_likelihood(theta: tf.Tensor) -> tf.Tensor:
         residuals = y - tf.matmul(check_theta(theta, dim), X, transpose_b=True)  # [S, n]
-        return log_norm - 0.5 * tf.reduce_sum(residuals**2, axis=-1) / noise
+        values = log_norm - 0.5 * tf.reduce_sum(residuals**2, axis=-1) / noise
+        return ensure_finite(values, _OVERFLOW)
 
     return log_likelihood

@@ -17,7 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from unlearnkit._validation import (
+    as_float64,
     check_nonnegative_number,
+    check_output_tensor,
     check_positive_int,
     factor_is_positive_definite,
 )
@@ -76,9 +78,9 @@ def cholesky(
             module's rule.
         ValueError: NaN or infinite entries.
     """
-    matrix = tf.convert_to_tensor(matrix, tf.float64)
-    if not bool(tf.reduce_all(tf.math.is_finite(matrix))):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    matrix = as_float64(matrix, name)  # NaN / inf, strings, complex: errors naming it
+    if matrix.shape.rank < 2 or matrix.shape[-1] != matrix.shape[-2] or matrix.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape [..., d, d] with d >= 1, got {matrix.shape.as_list()}")
     matrix = 0.5 * (matrix + tf.linalg.matrix_transpose(matrix))
     dim = int(matrix.shape[-1])
     try:
@@ -105,8 +107,13 @@ def solve_positive_definite(
     Raises:
         NotPositiveDefiniteError: ``A + damping I`` is not positive definite.
     """
-    matrix = tf.convert_to_tensor(matrix, tf.float64)
-    rhs = tf.convert_to_tensor(rhs, tf.float64)
+    matrix = as_float64(matrix, name)
+    rhs = as_float64(rhs, "rhs")
+    if matrix.shape.rank < 2 or rhs.shape.as_list() != matrix.shape.as_list()[:-1]:
+        raise ValueError(
+            f"rhs must have shape {matrix.shape.as_list()[:-1]} to match {name} "
+            f"{matrix.shape.as_list()}, got {rhs.shape.as_list()}"
+        )
     damping = check_nonnegative_number(damping, "damping")
     if damping:
         matrix = matrix + damping * tf.eye(int(matrix.shape[-1]), dtype=tf.float64)
@@ -141,12 +148,16 @@ def conjugate_gradient_loop(
         x_new, r_new = x + alpha * p, r - alpha * product
         rs_new = tf.tensordot(r_new, r_new, 1)
         status = tf.where(
-            ~positive,
-            _NEGATIVE_CURVATURE,
+            ~tf.math.is_finite(curvature),  # NaN from matvec is not a negative curvature
+            _NOT_FINITE,
             tf.where(
-                ~tf.math.is_finite(rs_new),
-                _NOT_FINITE,
-                tf.where(tf.sqrt(rs_new) <= tolerance * rhs_norm, _CONVERGED, -1),
+                ~positive,
+                _NEGATIVE_CURVATURE,
+                tf.where(
+                    ~tf.math.is_finite(rs_new),
+                    _NOT_FINITE,
+                    tf.where(tf.sqrt(rs_new) <= tolerance * rhs_norm, _CONVERGED, -1),
+                ),
             ),
         )
         x = tf.where(positive, x_new, x)  # a failed step leaves the iterate as it was
@@ -218,6 +229,18 @@ def _compiled_loop(matvec: Callable[[tf.Tensor], tf.Tensor]) -> Callable:
     return compiled
 
 
+def _check_matvec(matvec: Callable[[tf.Tensor], tf.Tensor], rhs: tf.Tensor) -> None:
+    """Call ``matvec`` once, eagerly, on ``rhs``: it must return a finite float64 ``[d]``."""
+    expected = f"a float64 vector [{int(rhs.shape[0])}] (A v for v [d])"
+    product = check_output_tensor(matvec(rhs), "matvec", expected)
+    if product.dtype != tf.float64:
+        raise TypeError(f"matvec must return {expected}, got dtype {product.dtype.name}")
+    if product.shape.as_list() != rhs.shape.as_list():
+        raise ValueError(f"matvec must return {expected}, got shape {product.shape.as_list()}")
+    if not bool(tf.reduce_all(tf.math.is_finite(product))):
+        raise ValueError("matvec returned NaN or infinite values (A v at v = rhs)")
+
+
 def conjugate_gradient(
     matvec: Callable[[tf.Tensor], tf.Tensor],
     rhs: object,
@@ -245,7 +268,9 @@ def conjugate_gradient(
         NotPositiveDefiniteError: a search direction ``p`` with ``p^T A p <= 0`` was met, so
             ``A`` is not positive definite. (CG sees only the directions it explores: an
             indefinite ``A`` whose negative directions are orthogonal to them goes unnoticed.)
-        ValueError: ``rhs`` or the iterates are not finite.
+        TypeError: ``matvec`` does not return a float64 vector (checked once, at ``rhs``).
+        ValueError: ``rhs``, ``A rhs`` or the iterates are not finite, or ``matvec``
+            returns the wrong shape.
 
     Warns:
         ConvergenceWarning: no convergence within ``max_iterations``; the last iterate is
@@ -253,7 +278,12 @@ def conjugate_gradient(
     """
     if not callable(matvec):
         raise TypeError(f"matvec must be callable v [d] -> A v [d], got {type(matvec).__name__}")
-    rhs = tf.convert_to_tensor(rhs)
+    if rhs is None or isinstance(rhs, (str, bytes)):
+        raise TypeError(f"rhs must be a float64 vector [d], got {type(rhs).__name__}")
+    try:
+        rhs = tf.convert_to_tensor(rhs)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"rhs must be a float64 vector [d]: {err}") from None
     if not rhs.dtype.is_floating or rhs.dtype != tf.float64:
         raise TypeError(f"rhs must be a float64 vector [d], got dtype {rhs.dtype.name}")
     if rhs.shape.rank != 1 or rhs.shape[0] == 0:
@@ -262,6 +292,7 @@ def conjugate_gradient(
         raise ValueError("rhs contains NaN or infinite values")
     tolerance = check_tolerance(tolerance)
     max_iterations = default_max_iterations(max_iterations, int(rhs.shape[0]))
+    _check_matvec(matvec, rhs)
     args = (rhs, tf.constant(tolerance, tf.float64), tf.constant(max_iterations))
     try:
         outputs = _compiled_loop(matvec)(*args)

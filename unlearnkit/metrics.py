@@ -36,6 +36,7 @@ from unlearnkit._validation import (
     as_float64,
     as_gaussian_belief,
     check_callable,
+    check_output_tensor,
     check_positive_int,
     ensure_finite,
 )
@@ -193,16 +194,17 @@ def predictive_probabilities(
     dim = int(belief.event_shape[0])
     eps = tf.random.stateless_normal([num_samples, dim], seed=sanitize_seed(seed), dtype=tf.float64)
     theta = belief.loc + tf.matmul(eps, belief.scale.to_dense(), transpose_b=True)
-    probs = tf.convert_to_tensor(class_probabilities(theta))
+    expected = f"shape [{num_samples}, N] or [{num_samples}, N, C] for theta of shape [{num_samples}, {dim}]"
+    probs = check_output_tensor(class_probabilities(theta), "class_probabilities", expected)
     if probs.shape.rank not in (2, 3) or probs.shape[0] != num_samples:
-        raise ValueError(
-            f"class_probabilities must return shape [{num_samples}, N] or "
-            f"[{num_samples}, N, C] for theta of shape [{num_samples}, {dim}], "
-            f"got {probs.shape.as_list()}"
-        )
+        raise ValueError(f"class_probabilities must return {expected}, got {probs.shape.as_list()}")
     probs = ensure_finite(tf.cast(probs, tf.float64), "the output of class_probabilities")
     if not bool(tf.reduce_all((probs >= 0.0) & (probs <= 1.0))):
         raise ValueError("class_probabilities must return probabilities in [0, 1]")
+    if probs.shape.rank == 3 and not bool(
+        tf.reduce_all(tf.abs(tf.reduce_sum(probs, axis=-1) - 1.0) < 1e-6)
+    ):
+        raise ValueError("class_probabilities must return [S, N, C] rows that sum to 1")
     return tf.reduce_mean(probs, axis=0)
 
 

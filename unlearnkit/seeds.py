@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["Seed", "sanitize_seed", "split_seed"]
+__all__ = ["Seed", "sanitize_seed", "split_seed", "numpy_seed"]
 
 Seed = Union[None, int, Tuple[int, int], Sequence[int], tf.Tensor]
 """``None``, an int, or a stateless seed: a pair of ints or a shape-[2] integer tensor."""
@@ -84,3 +84,26 @@ def sanitize_seed(seed: Seed, name: str = "seed") -> tf.Tensor:
 def split_seed(seed: Seed, n: int, name: str = "seed") -> list[tf.Tensor]:
     """``n`` independent stateless seeds ``[2]`` int32 derived from ``seed``."""
     return list(tf.unstack(tfp.random.split_seed(sanitize_seed(seed, name), n=n)))
+
+
+def numpy_seed(seed: object, name: str = "seed") -> int:
+    """A seed for ``np.random.default_rng``, for the few routines that draw with NumPy
+    (the data sets, k-means seeding).
+
+    Accepts the ints :func:`sanitize_seed` accepts (the int64 range): a non-negative int is
+    returned unchanged, so its draws are NumPy's own; a negative one is taken modulo
+    ``2**64``. ``None`` draws an int from TensorFlow's global generator (so
+    ``tf.random.set_seed`` makes it reproducible too).
+
+    Raises:
+        TypeError: ``seed`` is not None or an int (a bool, a float, a pair, a string).
+        ValueError: an int outside the int64 range.
+    """
+    if seed is None:
+        low, high = (int(s) & 0xFFFFFFFF for s in sanitize_seed(None, name).numpy())
+        return low | (high << 32)
+    if not _is_int(seed):
+        raise TypeError(f"{name} must be None or an int, got {type(seed).__name__}")
+    if not -(2**63) <= int(seed) < 2**63:
+        raise ValueError(f"{name} must lie in the int64 range, got {seed}")
+    return int(seed) % 2**64

@@ -184,13 +184,19 @@ def newton_direction(
         )
     energy_gradient(energy, params)  # eager checks once; the products below are compiled
     max_iterations = linalg.default_max_iterations(max_iterations, int(params.shape[0]))
-    outputs = _compiled_cg(energy)(
-        params,
-        rhs,
-        tf.constant(damping, tf.float64),
-        tf.constant(tolerance, tf.float64),
-        tf.constant(max_iterations),
-    )
+    try:
+        outputs = _compiled_cg(energy)(
+            params,
+            rhs,
+            tf.constant(damping, tf.float64),
+            tf.constant(tolerance, tf.float64),
+            tf.constant(max_iterations),
+        )
+    except (NotImplementedError, TypeError, ValueError) as err:  # could not be traced
+        raise TypeError(
+            f"energy must be traceable for solver='cg' (a pure function of gamma built from "
+            f"TensorFlow operations): {str(err).splitlines()[0]}"
+        ) from None
     direction, _ = linalg.finish_conjugate_gradient(
         outputs, tolerance, max_iterations, "the Hessian of energy at params"
     )
@@ -278,6 +284,7 @@ def influence_unlearn_sequential(
     solver, damping, tolerance, max_iterations, hessian = _check_options(
         solver, damping, tolerance, max_iterations, hessian
     )
+    energy_gradient(energy, params)  # a finite float64 scalar with a gradient in params
     derivatives = _EnergyChunks(energy, erased_energies, solver, tolerance, max_iterations)
     result, path = remove_in_chunks(params, derivatives, hessian=hessian, damping=damping)
     result = ensure_finite(result, "the processed params")

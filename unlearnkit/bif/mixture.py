@@ -29,9 +29,16 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.optimize import linear_sum_assignment
 
-from unlearnkit._validation import as_float64, as_gaussian_belief, check_positive_int
+from unlearnkit._validation import (
+    as_float64,
+    as_gaussian_belief,
+    as_positive_scalar,
+    check_positive_int,
+    ensure_finite,
+)
 from unlearnkit.errors import DegenerateWeightsError
 from unlearnkit.metrics import gaussian_kl, gaussian_moment_kl, knn_kl
+from unlearnkit.seeds import Seed, numpy_seed
 
 tfd = tfp.distributions
 
@@ -68,9 +75,10 @@ class GaussianMixtureModel:
     def __post_init__(self) -> None:
         check_positive_int(self.num_components, "num_components")
         check_positive_int(self.dim, "dim")
-        scale = float(as_float64(self.prior_scale, "prior_scale", ndim=0))
-        if scale <= 0.0:
-            raise ValueError(f"prior_scale must be positive, got {scale}")
+        scale = as_positive_scalar(self.prior_scale, "prior_scale")
+        if not 1e-150 <= scale <= 1e150:  # its square, 2 pi times it and logs stay finite
+            raise ValueError(f"prior_scale must lie in [1e-150, 1e150], got {scale}")
+        object.__setattr__(self, "prior_scale", scale)
 
     @property
     def num_params(self) -> int:
@@ -114,7 +122,8 @@ class GaussianMixtureModel:
         mu = self.centres(theta)[:, None, :, :]  # [C, 1, K, D]
         diff = points[..., None, :] - mu  # [C, n, K, D]
         log_norm = -math.log(self.num_components) - 0.5 * self.dim * math.log(2.0 * math.pi)
-        return tf.reduce_logsumexp(log_norm - 0.5 * tf.reduce_sum(diff**2, -1), axis=-1)
+        values = tf.reduce_logsumexp(log_norm - 0.5 * tf.reduce_sum(diff**2, -1), axis=-1)
+        return _eagerly_finite(values, "log p(z | theta) (theta or points too large)")
 
     def h(self, theta: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
         """h(theta, z) = -log p(z | theta): ``theta [C, K*D], points [n, D] -> [C, n]``."""
@@ -124,9 +133,10 @@ class GaussianMixtureModel:
         """f(theta) = -log p(theta), the negative log prior density: ``[C, K*D] -> [C]``."""
         theta = self.check_theta(theta)
         var = self.prior_scale**2
-        return 0.5 * tf.reduce_sum(theta**2, -1) / var + 0.5 * self.num_params * math.log(
+        values = 0.5 * tf.reduce_sum(theta**2, -1) / var + 0.5 * self.num_params * math.log(
             2.0 * math.pi * var
         )
+        return _eagerly_finite(values, "f(theta) (theta too large)")
 
     def log_prior(self, theta: tf.Tensor) -> tf.Tensor:
         """log p(theta) = -f(theta): ``[C, K*D] -> [C]``."""
@@ -190,7 +200,13 @@ class GaussianMixtureModel:
         return gradient + precision * self.check_theta(theta), hessian + precision * eye
 
 
-def kmeans_centres(points: object, num_components: int = 4, *, seed: int = 0) -> np.ndarray:
+def _eagerly_finite(values: tf.Tensor, name: str) -> tf.Tensor:
+    """``values``, checked for overflow when running eagerly (a sampler's compiled loop
+    checks its states itself)."""
+    return ensure_finite(values, name) if tf.executing_eagerly() else values
+
+
+def kmeans_centres(points: object, num_components: int = 4, *, seed: Seed = 0) -> np.ndarray:
     """Initial centres ``[K, D]``: k-means (``scipy.cluster.vq.kmeans2``, k-means++ seeding).
 
     Every inference method starts its centres here, in one mode of the (label-switching)
@@ -199,13 +215,15 @@ def kmeans_centres(points: object, num_components: int = 4, *, seed: int = 0) ->
     Args:
         points: ``[n, D]`` the data, with at least ``K`` distinct rows.
         num_components: K.
-        seed: seed of the NumPy generator of the k-means++ seeding.
+        seed: seed of the NumPy generator of the k-means++ seeding (None or an int, see
+            :func:`unlearnkit.seeds.numpy_seed`).
 
     Raises:
         ValueError: fewer than ``K`` distinct points.
     """
     x = as_float64(points, "points", ndim=2).numpy()
     check_positive_int(num_components, "num_components")
+    seed = numpy_seed(seed)
     if np.unique(x, axis=0).shape[0] < num_components:
         raise ValueError(
             f"points must hold at least num_components={num_components} distinct rows"

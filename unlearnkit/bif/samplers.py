@@ -28,6 +28,7 @@ import tensorflow as tf
 from unlearnkit._validation import (
     as_float64,
     check_callable,
+    check_output_tensor,
     check_positive_int,
     check_positive_number,
     ensure_finite,
@@ -123,25 +124,28 @@ class _StochasticGradientSampler:
 
     def _check_energies(self, points: tf.Tensor, initial: tf.Tensor) -> None:
         """Call h and f once, eagerly, with shapes that tell the axes apart (2 chains, 3
-        points), so that a wrong-shaped energy fails here, clearly."""
+        points, repeating rows when there are fewer), so that a wrong-shaped energy fails
+        here, clearly, whatever the number of chains and points."""
         chains = tf.gather(initial, [0, 1 % int(initial.shape[0])])  # [2, P]
-        count = min(3, int(points.shape[0]))
-        batch = points[:count] if self.batch_size is None else tf.stack([points[:count]] * 2)
+        num_points, count = int(points.shape[0]), 3
+        rows = tf.gather(points, [i % num_points for i in range(count)])  # [3, D]
+        batch = rows if self.batch_size is None else tf.stack([rows] * 2)
         form = "[n, D]" if self.batch_size is None else "[C, b, D]"
-        values = self.h(chains, batch)
-        shape = getattr(values, "shape", None)
-        if shape is None or tuple(shape) != (2, count):
+        self._check_output(self.h(chains, batch), "h", (2, count),
+                           f"[C, b] for theta [C, P] and points {form} (probed with C = 2, b = 3)")
+        self._check_output(self.f(chains), "f", (2,), "[C] for theta [C, P] (probed with C = 2)")
+
+    @staticmethod
+    def _check_output(values: object, name: str, shape: tuple, expected: str) -> None:
+        shape_of = getattr(values, "shape", None)
+        if shape_of is None or tuple(shape_of) != shape:
             raise ValueError(
-                f"h must return [C, b] for theta [C, P] and points {form} (probed with C = 2, "
-                f"b = {count}), got {None if shape is None else list(shape)}"
+                f"{name} must return {expected}, got {None if shape_of is None else list(shape_of)}"
             )
-        values = self.f(chains)
-        shape = getattr(values, "shape", None)
-        if shape is None or tuple(shape) != (2,):
-            raise ValueError(
-                f"f must return [C] for theta [C, P] (probed with C = 2), "
-                f"got {None if shape is None else list(shape)}"
-            )
+        values = check_output_tensor(values, name, expected)
+        if values.dtype != tf.float64:
+            raise TypeError(f"{name} must return float64 values, got dtype {values.dtype.name}")
+        ensure_finite(values, f"the output of {name} at initial")
 
     def sample(
         self,

@@ -66,6 +66,7 @@ from unlearnkit._validation import (
     as_gaussian_belief,
     check_binary_labels,
     check_positive_int,
+    check_theta,
     ensure_finite,
 )
 from unlearnkit.diagnostics import OptimizationInfo
@@ -255,10 +256,7 @@ def _check_outputs(
 
 def _u_checker(num_inducing: int) -> Callable[[object], tf.Tensor]:
     def check(u: object) -> tf.Tensor:
-        u = tf.convert_to_tensor(u, dtype=tf.float64)
-        if u.shape.rank != 2 or u.shape[-1] != num_inducing:
-            raise ValueError(f"u must have shape [S, {num_inducing}], got {u.shape.as_list()}")
-        return u
+        return check_theta(u, num_inducing, "u")  # float64 [S, M], finite
 
     return check
 

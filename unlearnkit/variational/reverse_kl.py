@@ -113,7 +113,12 @@ def importance_ess(log_weights: object) -> float:
     Returns:
         A number between 1 (degenerate weights) and ``S`` (equal weights).
     """
-    log_weights = tf.convert_to_tensor(log_weights)
+    if log_weights is None or isinstance(log_weights, (str, bytes)):
+        raise TypeError(f"log_weights must be a float tensor [S], got {type(log_weights).__name__}")
+    try:
+        log_weights = tf.convert_to_tensor(log_weights)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"log_weights must be a float tensor [S]: {err}") from None
     if not log_weights.dtype.is_floating:
         raise TypeError(f"log_weights must be floating point, got dtype {log_weights.dtype.name}")
     log_weights = tf.cast(log_weights, tf.float64)
