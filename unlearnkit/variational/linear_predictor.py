@@ -35,7 +35,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from unlearnkit._validation import as_float64, check_positive_int, check_shape
+from unlearnkit._validation import as_float64, check_positive_int, check_shape, check_theta
 
 __all__ = [
     "LinearPredictorLogLikelihood",
@@ -210,12 +210,8 @@ class LinearPredictorLogLikelihood:
         return int(self.projection.shape[1])
 
     def _check(self, theta: object) -> tf.Tensor:
-        theta = tf.convert_to_tensor(theta, dtype=tf.float64)
-        if theta.shape.rank != 2 or theta.shape[-1] != self.dim:
-            raise ValueError(
-                f"{self.name} must have shape [S, {self.dim}], got {theta.shape.as_list()}"
-            )
-        return theta
+        # float64, [S, d], finite: a TypeError for float32 or complex, ValueError for NaN.
+        return check_theta(theta, self.dim, self.name)
 
     def predictors(self, theta: tf.Tensor) -> tf.Tensor:
         """``t = theta A + b``; ``theta [S, d] -> [S, n]``."""
