@@ -276,17 +276,20 @@ def align_components(theta: object, perm: object, dim: int) -> np.ndarray:
 class Comparison(NamedTuple):
     """How close a processed result is to the retrained one (components paired up).
 
-    Attributes:
-        distance_ratio: distance from the processed centres to the retrained ones over the
-            distance from the original centres to the retrained ones (0: perfect, 1: nothing
-            forgotten); centres are the sample (or weighted, or variational) means.
-        sd_ratio: ``[K]`` per component, the processed over the retrained standard deviation
-            (root mean square over the ``D`` coordinates).
-        epsilon: ``KL[processed || retrained]``: closed form for Gaussian beliefs; for samples,
-            between the Gaussians that match each component's mean and covariance (the centres
-            are nearly independent a posteriori), ``inf`` when weights leave too few samples.
-        epsilon_knn: for samples, the k-nearest-neighbour estimate of the same KL in all
-            ``K*D`` dimensions (:func:`unlearnkit.metrics.knn_kl`); ``nan`` otherwise.
+    Fields (the tuple's entries, in order; documented here and not as attributes, so that
+    the API page lists each once):
+
+    - ``distance_ratio``: distance from the processed centres to the retrained ones over the
+      distance from the original centres to the retrained ones (0: perfect, 1: nothing
+      forgotten); centres are the sample (or weighted, or variational) means.
+    - ``sd_ratio``: ``[K]`` per component, the processed over the retrained standard
+      deviation (root mean square over the ``D`` coordinates).
+    - ``epsilon``: ``KL[processed || retrained]``: closed form for Gaussian beliefs; for
+      samples, between the Gaussians that match each component's mean and covariance (the
+      centres are nearly independent a posteriori), ``inf`` when weights leave too few
+      samples.
+    - ``epsilon_knn``: for samples, the k-nearest-neighbour estimate of the same KL in all
+      ``K*D`` dimensions (:func:`unlearnkit.metrics.knn_kl`); ``nan`` otherwise.
     """
 
     distance_ratio: float
