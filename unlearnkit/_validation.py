@@ -376,14 +376,7 @@ def check_log_likelihood_values(
     Works eagerly and inside a ``tf.function`` (where ``num_samples`` may be unknown and
     the finiteness check runs with the graph, see :func:`ensure_finite`).
     """
-    if values is None or isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must return a float tensor [S], got {type(values).__name__}")
-    try:
-        values = tf.convert_to_tensor(values)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must return a float tensor [S]: {err}") from err
-    if not (values.dtype.is_floating or values.dtype.is_integer) or values.dtype.is_complex:
-        raise TypeError(f"{name} must return real numbers, got dtype {values.dtype.name}")
+    values = check_output_tensor(values, name, "a float tensor [S]")
     if values.shape.rank != 1 or (
         num_samples is not None and values.shape[0] is not None and values.shape[0] != num_samples
     ):
