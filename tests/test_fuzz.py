@@ -771,10 +771,6 @@ def test_fuzz_map_energies_and_newton(data, n) -> None:
 
 
 MODEL = mixture.GaussianMixtureModel(2, 2, 5.0)
-# fit_svi(model, points, noise, ...) with L-BFGS on fixed noise; other branches replace it
-# (the tests of that API skip where it is gone, to be ported to the new fit_svi)
-OLD_SVI = hasattr(mixture, "svi_noise") and hasattr(MODEL, "svi_energy")
-needs_old_svi = pytest.mark.skipif(not OLD_SVI, reason="fit_svi(model, points, noise) API not present")
 _POINTS = np.random.default_rng(1).normal(size=(12, 2)) + np.repeat([[-2.0, 0.0], [2.0, 0.0]], 6, axis=0)
 
 
@@ -801,7 +797,7 @@ def test_fuzz_mixture_model(data, k, dim, prior_scale) -> None:
         lambda: model.energy(theta, points),
         lambda: model.h_derivatives(theta, points),
         lambda: mixture.kmeans_centres(points, model.num_components, seed=noise_seed),
-    ) + ((lambda: model.svi_energy(gamma, points, mixture.svi_noise(model, 4, seed=noise_seed))),) * OLD_SVI:
+    ):
         assert_finite(outcome(call, names))
     check()
 
@@ -844,34 +840,44 @@ def test_fuzz_samplers(data, seed) -> None:
     check()
 
 
-@needs_old_svi
 @fuzz(2)
 @given(data=st.data())
 def test_fuzz_fit_svi_and_forgetting(data) -> None:
     points = data.draw(st.one_of(
         st.just(_POINTS), st.just(_POINTS[:1]), st.just(np.ones((5, 2))), hostile_array((4, 2), corrupt=0.6),
     ))
-    noise = data.draw(st.one_of(st.just(mixture.svi_noise(MODEL, 4, seed=0)), hostile_array((2, MODEL.num_params))))
+    p = MODEL.num_params
+    initial = data.draw(st.one_of(
+        st.just(tfd.MultivariateNormalDiag(tf.zeros(p, tf.float64), tf.fill([p], tf.constant(0.1, tf.float64)))),
+        st.just(tfd.MultivariateNormalDiag(tf.zeros(p, tf.float32), tf.ones(p, tf.float32))),
+        st.just(np.zeros(p)),
+    ))
     options = data.draw(st.fixed_dictionaries({
-        "initial_scale": st.one_of(st.just(0.1), hostile_number()),
         "seed": st.one_of(st.integers(0, 5), SEEDS),
-        "max_iterations": st.one_of(st.just(30), st.sampled_from([0, -1, True])),
-        "tolerance": st.one_of(st.just(1e-6), hostile_number(low=1e-12, high=0.5)),
-        "newton_steps": st.one_of(st.just(1), st.sampled_from([0, -1, True, 1.5])),
+        "batch_size": st.one_of(st.just(4), st.sampled_from([0, -1, True])),
+        "num_samples": st.one_of(st.just(2), st.sampled_from([0, True])),
+        "learning_rate": st.one_of(st.just(0.01), hostile_number(low=1e-4, high=0.1)),
+        "average_fraction": st.one_of(st.just(0.5), st.sampled_from([0.0, 1.5, float("nan")])),
     }))
-    check = unchanged(points, noise)
-    names = ["model", "points", "noise", "initial", *options]
-    gamma = outcome(lambda: bif.fit_svi(MODEL, points, noise, **options), names)
-    assert_finite(gamma)
+    check = unchanged(points)
+    names = ["log_likelihood", "log_prior", "points", "initial", *options]
+    q = outcome(lambda: bif.fit_svi(MODEL.log_likelihood, MODEL.log_prior, points, initial,
+                                    num_steps=20, record_every=10, **options), names)
+    assert_finite(q)
     erased = data.draw(st.one_of(st.just([0]), st.just([0, 0]), st.just([]), st.just([99]), st.just(list(range(12)))))
     num_chunks = data.draw(st.one_of(st.just(1), st.sampled_from([0, 2, 50, True])))
     damping = data.draw(st.one_of(st.just(0.0), st.just(1.0), hostile_number(low=0.0, high=1.0)))
-    if gamma is not None:
-        names = ["gamma", "points", "erased", "noise", "num_chunks", "damping", "hessian"]
-        assert_finite(outcome(lambda: bif.forget_svi(MODEL, gamma, points, erased, noise, num_chunks=num_chunks, damping=damping), names))
-    samples = data.draw(hostile_array((2, MODEL.num_params), corrupt=0.3))
+    method = data.draw(st.sampled_from(["transport", "influence", "newton?"]))
+    names = ["belief", "points", "erased", "num_chunks", "damping", "method", "hessian"]
+    if q is not None:
+        assert_finite(outcome(lambda: bif.forget_variational(
+            q, MODEL.log_likelihood, MODEL.log_prior, points, erased, method=method,
+            num_chunks=num_chunks, damping=damping, num_samples=16, seed=0), names))
+    samples = data.draw(hostile_array((2, p), corrupt=0.3))
     names = ["samples", "points", "erased", "num_chunks", "damping", "hessian"]
-    assert_finite(outcome(lambda: bif.forget_samples(MODEL, samples, _POINTS, erased, num_chunks=num_chunks, damping=damping), names))
+    assert_finite(outcome(lambda: bif.forget_samples(
+        samples, MODEL.log_likelihood, MODEL.log_prior, _POINTS, erased,
+        num_chunks=num_chunks, damping=damping), names))
     check()
 
 
@@ -1086,10 +1092,6 @@ def test_defect6_seeds_beyond_int64_and_numpy_seeds() -> None:
 
 
 def test_defect6_too_few_distinct_points_for_the_components() -> None:
-    if OLD_SVI:
-        noise = mixture.svi_noise(MODEL, 4, seed=0)
-        with pytest.raises(ValueError, match="points must hold at least num_components=2 distinct rows"):
-            bif.fit_svi(MODEL, np.ones((5, 2)), noise)
     with pytest.raises(ValueError, match="points must hold at least num_components=2 distinct rows"):
         mixture.kmeans_centres(np.ones((5, 2)), 2)
 
@@ -1113,12 +1115,10 @@ def test_defect6_nan_in_conjugate_gradients_is_not_called_indefinite() -> None:
     assert not isinstance(err.value, NotPositiveDefiniteError)
 
 
-@needs_old_svi
-def test_defect6_fit_svi_initial_scale_is_named() -> None:
-    noise = mixture.svi_noise(MODEL, 4, seed=0)
-    for bad in (0.0, -1.0):
-        with pytest.raises(ValueError, match="initial_scale"):
-            bif.fit_svi(MODEL, _POINTS, noise, initial_scale=bad)
+def test_defect6_fit_svi_initial_is_named() -> None:
+    for bad in (np.zeros(4), tfd.MultivariateNormalDiag(tf.zeros(4, tf.float32), tf.ones(4, tf.float32))):
+        with pytest.raises((ValueError, TypeError), match="initial"):
+            bif.fit_svi(MODEL.log_likelihood, MODEL.log_prior, _POINTS, bad, num_steps=10)
 
 
 def test_defect7_complex_outputs_are_refused() -> None:
@@ -1138,18 +1138,19 @@ def test_defect7_complex_outputs_are_refused() -> None:
                  batch_size=2, num_steps=2, record_every=1).sample(_POINTS, np.zeros((2, 4)), seed=0)
 
 
-@needs_old_svi
 def test_defect7_fit_svi_bad_options() -> None:
-    noise = mixture.svi_noise(MODEL, 4, seed=0)
+    initial = tfd.MultivariateNormalDiag(tf.zeros(4, tf.float64), tf.fill([4], tf.constant(0.1, tf.float64)))
     for options, name in (
-        ({"tolerance": -1.0}, "tolerance"),
-        ({"tolerance": float("nan")}, "tolerance"),
-        ({"newton_steps": -1}, "newton_steps"),
-        ({"max_iterations": 0}, "max_iterations"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"num_steps": 15, "record_every": 10}, "num_steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"average_fraction": 0.0}, "average_fraction"),
+        ({"family": "blocks"}, "family"),
         ({"seed": 1.5}, "seed"),
     ):
         with pytest.raises((ValueError, TypeError), match=name):
-            bif.fit_svi(MODEL, _POINTS, noise, **options)
+            bif.fit_svi(MODEL.log_likelihood, MODEL.log_prior, _POINTS, initial, **options)
 
 
 @pytest.mark.parametrize("flag", [True, False, np.True_, np.array(True), tf.constant(True)])
@@ -1185,9 +1186,8 @@ def test_defect7_nan_parameters_are_errors_not_nan_outputs() -> None:
         bif.influence_unlearn(lambda g: tf.reduce_sum(g**2), lambda g: tf.reduce_sum(g), tf.constant([np.nan, 0.0], tf.float64))
     with pytest.raises(ValueError, match="theta contains NaN"):
         MODEL.h(np.full((1, 4), np.nan), _POINTS)
-    if OLD_SVI:  # forget_samples(model, samples, points, erased) of the same bif layout
-        with pytest.raises(ValueError, match="samples contains NaN"):
-            bif.forget_samples(MODEL, np.full((1, 4), np.nan), _POINTS, [0])
+    with pytest.raises(ValueError, match="samples contains NaN"):
+        bif.forget_samples(np.full((1, 4), np.nan), MODEL.log_likelihood, MODEL.log_prior, _POINTS, [0])
 
 
 def test_defect8_importance_ess_of_equal_huge_log_weights() -> None:
