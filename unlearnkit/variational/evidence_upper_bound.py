@@ -42,6 +42,13 @@ noise when the region holds most of the mass (small ``lam``), and none of the si
 **A grid of lam.** :func:`unlearn_eubo_grid` unlearns for several values of ``lam`` in one
 call: the base samples, the checks, and the compiled objective (``lam`` enters it as a
 tensor) are shared, so only the first value pays for TensorFlow's tracing.
+
+**Compiled objectives across calls.** For the package's linear-predictor likelihoods (such
+as :func:`unlearnkit.gp.erased_log_likelihood`'s, immutable once built) the compiled
+objective is also kept between calls, keyed weakly on the likelihood object (the cache never
+keeps a likelihood alive) and on the shapes; ``q(theta | D)``'s mean and scale and the base
+samples are arguments of the compiled function, so a second request with the same
+likelihood object skips tracing and returns what a fresh trace would.
 """
 
 from __future__ import annotations
