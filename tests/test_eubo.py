@@ -273,3 +273,40 @@ def test_grid_rejects_bad_lams(lams, error) -> None:
     q_full, erased = logistic_problem()
     with pytest.raises(error, match="lams"):
         unlearn_eubo_grid(q_full, erased, lams)
+
+
+def test_compiled_objectives_are_reused_across_calls_without_changing_results() -> None:
+    import gc
+
+    from unlearnkit.variational import evidence_upper_bound as module
+
+    q_full, structured, _ = _structured_logistic_problem()
+    fresh = {  # each from a likelihood object of its own: traced afresh
+        lam: unlearn_eubo(q_full, _structured_logistic_problem()[1], lam, seed=3, num_samples=500)
+        for lam in (0.0, 1e-4)
+    }
+    other_q = _gaussian(q_full.loc.numpy() + 0.1, 0.5 * np.eye(3))
+    for lam in (0.0, 1e-4, 0.0, 1e-4):  # the second pair reuses the first pair's functions
+        again = unlearn_eubo(q_full, structured, lam, seed=3, num_samples=500)
+        np.testing.assert_array_equal(again.loc, fresh[lam].loc)
+        np.testing.assert_array_equal(again.scale.to_dense(), fresh[lam].scale.to_dense())
+    assert len(module._COMPILED[structured]) == 2  # lam = 0 and lam > 0
+    # a different q_full (same shapes) reuses them too, with its own mean and scale
+    reused = unlearn_eubo(other_q, structured, 1e-4, seed=3, num_samples=500)
+    own = unlearn_eubo(other_q, _structured_logistic_problem()[1], 1e-4, seed=3, num_samples=500)
+    np.testing.assert_allclose(reused.loc, own.loc, rtol=1e-12, atol=1e-14)
+    assert len(module._COMPILED[structured]) == 2
+    # the cache never keeps a likelihood alive
+    del structured
+    gc.collect()
+    size = len(module._COMPILED)
+    temporary = _structured_logistic_problem()[1]
+    unlearn_eubo(q_full, temporary, 0.0, seed=3)
+    assert len(module._COMPILED) == size + 1
+    del temporary
+    gc.collect()
+    assert len(module._COMPILED) == size
+    # plain callables are not cached (they may change in place)
+    unlearn_eubo(q_full, lambda theta: _structured_logistic_problem()[1](theta), 0.0, seed=3,
+                 num_samples=200)
+    assert len(module._COMPILED) == size

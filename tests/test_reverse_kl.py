@@ -209,6 +209,7 @@ def test_degenerate_weights_raise() -> None:
         (dict(num_samples=1000, target_ess=2000), ValueError, "target_ess"),
         (dict(max_rounds=-1), ValueError, "max_rounds"),
         (dict(max_rounds=2.5), TypeError, "max_rounds"),
+        (dict(stall_rounds=-1), ValueError, "stall_rounds"),
         (dict(widening=0.5), ValueError, "widening"),
         (dict(defensive_weight=1.0), ValueError, "defensive_weight"),
         (dict(defensive_weight=-0.1), ValueError, "defensive_weight"),
@@ -317,3 +318,30 @@ def test_target_ess_sets_when_the_adaptive_sampler_stops() -> None:
                                  target_ess=4_000, return_info=True)
     assert low.num_rounds == 1 and low.effective_sample_size >= 50
     assert high.num_rounds > 1 and high.effective_sample_size >= 4_000
+
+
+def test_adaptive_refuses_early_when_the_ess_stalls() -> None:
+    # A spike far narrower than q_full: the proposals keep q_full's covariance (too few
+    # effective samples to shrink it), so no round improves the effective sample size.
+    q_full, _ = logistic_problem(n=10, n_erased=10)
+
+    def overwhelming(theta):
+        return 1e6 * tf.reduce_sum((theta - q_full.loc) ** 2, axis=-1)
+
+    with pytest.raises(DegenerateWeightsError, match="stopped early") as early:
+        unlearn_reverse_kl(q_full, overwhelming, seed=0, num_samples=1000, max_rounds=10)
+    assert early.value.stalled and len(early.value.ess_history) == 3  # round 0 + 2 rounds
+    with pytest.raises(DegenerateWeightsError) as every_round:
+        unlearn_reverse_kl(q_full, overwhelming, seed=0, num_samples=1000, max_rounds=10,
+                           stall_rounds=0)
+    assert not every_round.value.stalled and len(every_round.value.ess_history) == 11
+    assert "stopped early" not in str(every_round.value)
+    # the rounds drawn before the stop are the same rounds
+    assert every_round.value.ess_history[:3] == early.value.ess_history
+    # never on the way to an answer: the pool grows each round, so the sampler does not stop
+    p_full, _, erased = _quarter_erased()
+    _, info = unlearn_reverse_kl(p_full, erased, seed=0, num_samples=5_000,
+                                 target_ess=4_000, return_info=True)
+    _, every = unlearn_reverse_kl(p_full, erased, seed=0, num_samples=5_000,
+                                  target_ess=4_000, stall_rounds=0, return_info=True)
+    assert info.ess_history == every.ess_history

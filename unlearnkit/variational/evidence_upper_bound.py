@@ -42,12 +42,20 @@ noise when the region holds most of the mass (small ``lam``), and none of the si
 **A grid of lam.** :func:`unlearn_eubo_grid` unlearns for several values of ``lam`` in one
 call: the base samples, the checks, and the compiled objective (``lam`` enters it as a
 tensor) are shared, so only the first value pays for TensorFlow's tracing.
+
+**Compiled objectives across calls.** For the package's linear-predictor likelihoods (such
+as :func:`unlearnkit.gp.erased_log_likelihood`'s, immutable once built) the compiled
+objective is also kept between calls, keyed weakly on the likelihood object (the cache never
+keeps a likelihood alive) and on the shapes; ``q(theta | D)``'s mean and scale and the base
+samples are arguments of the compiled function, so a second request with the same
+likelihood object skips tracing and returns what a fresh trace would.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import weakref
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -72,7 +80,10 @@ from unlearnkit.variational.adjusted import (
     adjusted_region_radius_squared,
     check_boundary_smoothing,
 )
-from unlearnkit.variational.linear_predictor import has_gaussian_expectation
+from unlearnkit.variational.linear_predictor import (
+    LinearPredictorLogLikelihood,
+    has_gaussian_expectation,
+)
 
 tfd = tfp.distributions
 
@@ -126,6 +137,75 @@ def _whitened_kl(a: tf.Tensor, B: tf.Tensor, log_diagonal: tf.Tensor) -> tf.Tens
     return 0.5 * (tf.reduce_sum(B**2) + tf.reduce_sum(a**2) - dim) - tf.reduce_sum(log_diagonal)
 
 
+_COMPILED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+"""Compiled objectives of package-built likelihoods, kept while the likelihood lives (see
+:meth:`_WhitenedEUBO.compiled`)."""
+
+
+def _cacheable(log_likelihood: object) -> bool:
+    """Only the package's own linear-predictor likelihoods (immutable once built, such as
+    :func:`unlearnkit.gp.erased_log_likelihood`'s) share compiled objectives across calls: a
+    user's callable may change in place, which a reused graph would not see."""
+    return isinstance(log_likelihood, LinearPredictorLogLikelihood)
+
+
+def _eubo_value(log_likelihood, expectation, a, B, log_diagonal, radius_squared, beta,
+                smoothing, loc, scale, eps) -> tf.Tensor:
+    """``U~`` at ``N(a, B B^T)`` in coordinates whitened by ``q_full = N(loc, scale scale^T)``.
+
+    ``B`` is lower triangular with diagonal ``exp(log_diagonal)``; ``eps`` [S, d] the base
+    samples (``None``: no sampling); ``expectation`` the likelihood's Gaussian expectation or
+    ``None``; ``radius_squared=None`` means ``lam = 0``.
+    """
+    kl = _whitened_kl(a, B, log_diagonal)
+    if expectation is not None:
+        expected = expectation(loc + tf.linalg.matvec(scale, a), tf.matmul(scale, B))
+        if radius_squared is None:  # lam = 0: no sampling at all
+            return expected + kl
+    z = a + tf.matmul(eps, B, transpose_b=True)  # [S, d], whitened samples of q_u
+    theta = loc + tf.matmul(z, scale, transpose_b=True)
+    values = tf.cast(log_likelihood(theta), tf.float64)  # [S]
+    if radius_squared is None:
+        return tf.reduce_mean(values) + kl
+    distance_squared = tf.reduce_sum(z**2, axis=-1)  # z is whitened by q_full
+    if smoothing == 0.0:
+        weight = tf.cast(distance_squared < radius_squared, tf.float64)
+    else:
+        distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
+        weight = tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / smoothing)
+    if expectation is None:
+        return tf.reduce_mean(weight * values) + kl
+    return beta * expected + tf.reduce_mean((weight - beta) * values) + kl
+
+
+def _value_and_gradient_function(get_log_likelihood, unpack, smoothing):
+    """``(x, radius_squared, beta, loc, scale, eps) -> (U~, dU~/dx)``.
+
+    ``get_log_likelihood()`` returns the likelihood (a weak reference's call for cached
+    functions, so that the function does not keep its own cache key alive).
+    """
+
+    def value_and_gradient(x, radius_squared, beta, loc, scale, eps):
+        log_likelihood = get_log_likelihood()
+        expectation = (
+            log_likelihood.gaussian_expectation if has_gaussian_expectation(log_likelihood) else None
+        )
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            a, B, log_diagonal = unpack(x)
+            result = _eubo_value(log_likelihood, expectation, a, B, log_diagonal,
+                                 radius_squared, beta, smoothing, loc, scale, eps)
+        gradient = tape.gradient(result, x)
+        if gradient is None:
+            raise ValueError(
+                "the EUBO does not depend on its parameters through TensorFlow operations, "
+                "so it has no gradient (write the likelihood with TensorFlow operations)"
+            )
+        return result, gradient
+
+    return value_and_gradient
+
+
 class _WhitenedEUBO:
     """``U~`` as a function of the packed whitened parameters relative to ``q_full``.
 
@@ -159,42 +239,11 @@ class _WhitenedEUBO:
         self.loc = tf.convert_to_tensor(self.q_full.loc)
         self.scale = self.q_full.scale.to_dense()
         self.unpack = _Unpacker(self.dim)
-        self._compiled = {}
-
-    def value_at(
-        self,
-        x: tf.Tensor,
-        radius_squared: Optional[tf.Tensor],
-        beta: tf.Tensor,
-        smoothing: float,
-    ) -> tf.Tensor:
-        """``U~`` at the packed whitened parameters ``x``; ``radius_squared=None`` means ``lam = 0``."""
-        a, B, log_diagonal = self.unpack(x)
-        return self.value(a, B, log_diagonal, radius_squared, beta, smoothing)
 
     def value(self, a, B, log_diagonal, radius_squared, beta, smoothing) -> tf.Tensor:
         """``U~`` at ``N(a, B B^T)`` in whitened coordinates (``B`` with positive diagonal)."""
-        kl = _whitened_kl(a, B, log_diagonal)
-        if self.expectation is not None:
-            expected = self.expectation(
-                self.loc + tf.linalg.matvec(self.scale, a), tf.matmul(self.scale, B)
-            )
-            if radius_squared is None:  # lam = 0: no sampling at all
-                return expected + kl
-        z = a + tf.matmul(self.eps, B, transpose_b=True)  # [S, d], whitened samples of q_u
-        theta = self.loc + tf.matmul(z, self.scale, transpose_b=True)
-        values = tf.cast(self.log_likelihood(theta), tf.float64)  # [S]
-        if radius_squared is None:
-            return tf.reduce_mean(values) + kl
-        distance_squared = tf.reduce_sum(z**2, axis=-1)  # z is whitened by q_full
-        if smoothing == 0.0:
-            weight = tf.cast(distance_squared < radius_squared, tf.float64)
-        else:
-            distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
-            weight = tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / smoothing)
-        if self.expectation is None:
-            return tf.reduce_mean(weight * values) + kl
-        return beta * expected + tf.reduce_mean((weight - beta) * values) + kl
+        return _eubo_value(self.log_likelihood, self.expectation, a, B, log_diagonal,
+                           radius_squared, beta, smoothing, self.loc, self.scale, self.eps)
 
     def coefficients(self, lam: float) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
         """The region's squared radius (``None`` for ``lam = 0``) and ``beta``, as tensors."""
@@ -207,53 +256,69 @@ class _WhitenedEUBO:
         """``x [P] -> U~`` for :func:`~unlearnkit.optimize.minimize_lbfgs`.
 
         The value and its gradient are computed together by one ``tf.function``, traced
-        once per (``lam == 0``, smoothing) and shared across ``lam`` (the squared radius
-        and ``beta`` are tensor arguments); the callable returned hands that gradient to
-        whoever differentiates it (``tf.custom_gradient``), so the optimiser's own
-        compilation costs next to nothing. If the likelihood cannot be traced, the
-        returned callable computes the value eagerly.
+        once per (``lam == 0``, smoothing, d, number of base samples) and shared across
+        ``lam`` (the squared radius and ``beta`` are tensor arguments, and so are
+        ``q_full``'s mean and scale and the base samples); the callable returned hands that
+        gradient to whoever differentiates it (``tf.custom_gradient``), so the optimiser's
+        own compilation costs next to nothing. For the package's linear-predictor
+        likelihoods (the sparse-GP ones) the traced function is also kept across calls, for
+        as long as the likelihood object lives (a weak reference: the cache never keeps a
+        likelihood alive), so a second request with the same likelihood object is not
+        traced again; its results are those of a fresh trace. If the likelihood cannot be
+        traced, the returned callable computes the value eagerly.
         """
         radius_squared, beta = self.coefficients(lam)
-        key = (radius_squared is None, smoothing)
-        if key not in self._compiled:
-            self._compiled[key] = self._compile(radius_squared is None, smoothing)
-        function, traced = self._compiled[key]
+        function, traced = self._function(radius_squared is None, smoothing)
+        tensors = (self.loc, self.scale, self.eps)
         if not traced:
-            return lambda x: function(x, radius_squared, beta)
+            return lambda x: function(x, radius_squared, beta, *tensors)
 
         @tf.custom_gradient
         def objective(x: tf.Tensor):
-            value, gradient = function(x, radius_squared, beta)
+            value, gradient = function(x, radius_squared, beta, *tensors)
             return value, lambda upstream: upstream * gradient
 
         return objective
 
-    def _compile(self, plain: bool, smoothing: float):
-        def value(x, radius_squared, beta):
-            return self.value_at(x, radius_squared, beta, smoothing)
-
-        def value_and_gradient(x, radius_squared, beta):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                result = value(x, radius_squared, beta)
-            gradient = tape.gradient(result, x)
-            if gradient is None:
-                raise ValueError(
-                    "the EUBO does not depend on its parameters through TensorFlow operations, "
-                    "so it has no gradient (write the likelihood with TensorFlow operations)"
-                )
-            return result, gradient
-
+    def _function(self, plain: bool, smoothing: float):
+        """The (cached) value-and-gradient function, and whether it is traced."""
+        log_likelihood = self.log_likelihood
+        key = (plain, smoothing, self.dim, None if self.eps is None else int(self.eps.shape[0]))
+        cache = None
+        if _cacheable(log_likelihood):
+            cache = _COMPILED.setdefault(log_likelihood, {})
+            if key in cache:
+                return cache[key]
+            reference = weakref.ref(log_likelihood)
+            value_and_gradient = _value_and_gradient_function(reference, _Unpacker(self.dim), smoothing)
+        else:
+            value_and_gradient = _value_and_gradient_function(
+                lambda: log_likelihood, self.unpack, smoothing
+            )
         scalar = tf.TensorSpec([], tf.float64)
-        specs = [tf.TensorSpec([gaussian.num_parameters(self.dim)], tf.float64), None, scalar]
-        if not plain:
-            specs[1] = scalar
+        dim = self.dim
+        specs = [
+            tf.TensorSpec([gaussian.num_parameters(dim)], tf.float64),
+            None if plain else scalar,
+            scalar,
+            tf.TensorSpec([dim], tf.float64),
+            tf.TensorSpec([dim, dim], tf.float64),
+            None if self.eps is None else tf.TensorSpec(self.eps.shape, tf.float64),
+        ]
         function = tf.function(value_and_gradient, autograph=False)
         try:
             function.get_concrete_function(*specs)
+            entry = (function, True)
         except Exception:  # noqa: BLE001 - not traceable: minimize_lbfgs runs it eagerly
-            return value, False
-        return function, True
+
+            def value(x, radius_squared, beta, loc, scale, eps):
+                return _eubo_value(log_likelihood, self.expectation, *self.unpack(x),
+                                   radius_squared, beta, smoothing, loc, scale, eps)
+
+            entry = (value, False)
+        if cache is not None and entry[1]:
+            cache[key] = entry
+        return entry
 
 
 def _needs_samples(adjusted: AdjustedLogLikelihood, lams: Sequence[float]) -> bool:

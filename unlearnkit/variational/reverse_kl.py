@@ -26,7 +26,10 @@ Two samplers estimate them:
   (a defensive component that keeps the weights bounded) and a widened copy of the
   Gaussian moment-matched to the previous round's weighted samples, with weights
   ``p~_adj / proposal``, until the effective sample size reaches ``target_ess``. When the
-  one-shot estimate is healthy it is returned unchanged after one round.
+  one-shot estimate is healthy it is returned unchanged after one round. When the
+  effective sample size has stalled (see :func:`unlearn_reverse_kl`'s ``stall_rounds``)
+  it refuses without drawing the rounds it has left: each round costs ``num_samples``
+  evaluations of the likelihood, and a refusal would otherwise use every round allowed.
 
 :func:`importance_ess` measures the weights' health. An estimate whose effective sample
 size stays below what the sampler requires raises
@@ -76,6 +79,12 @@ DEFAULT_MAX_ROUNDS = 20
 DEFAULT_WIDENING = 1.2
 """Standard deviations of the adaptive proposal's Gaussian component, relative to the
 moment-matched Gaussian of the previous round."""
+DEFAULT_STALL_ROUNDS = 2
+"""The adaptive sampler gives up after this many rounds without progress (see
+:func:`unlearn_reverse_kl`)."""
+STALL_FACTOR = 2.0
+"""A round makes progress when it raises the largest effective sample size of a round by at
+least this factor."""
 DEFAULT_DEFENSIVE_WEIGHT = 0.1
 """Share of each adaptive round's samples drawn from ``q(theta | D)`` itself."""
 _POOL_FRACTION = 10.0
@@ -259,6 +268,30 @@ class _AdaptiveSampler:
         return _Round(z, log_unnormalised - tf.reduce_logsumexp(log_unnormalised))
 
 
+def _stalled(history: List[float], moves: List[float], pool: "_Pool", target: float,
+             rounds_left: int, stall_rounds: int) -> bool:
+    """Whether the adaptive sampler should give up early (see :func:`unlearn_reverse_kl`).
+
+    ``history``: the effective sample size of every round so far (round 0 first);
+    ``moves``: for every adaptive round, how far its estimate of the target's mean lies from
+    the mean of the proposal that drew it, in the proposal's standard deviations. Stalled
+    when (a) none of the last ``stall_rounds`` rounds raised the largest effective sample
+    size of a round by a factor of at least :data:`STALL_FACTOR` (single rounds are not
+    approaching ``target``), (b) none of them moved the estimate by a standard deviation or
+    more (the proposal is not travelling towards a target further out), and (c) the pooled
+    rounds, adding their mean effective sample size per round in each round left, would not
+    reach ``target`` either.
+    """
+    if stall_rounds == 0 or len(moves) < stall_rounds:
+        return False
+    before = max(history[:-stall_rounds])
+    recent = max(history[-stall_rounds:])
+    if recent >= STALL_FACTOR * before or max(moves[-stall_rounds:]) >= 1.0:
+        return False
+    pool_rate = pool.ess / pool.num_rounds if pool.num_rounds else 0.0
+    return pool.ess + rounds_left * pool_rate < target
+
+
 def _next_proposal(
     mean: tf.Tensor, cov: tf.Tensor, ess: float, previous_cov: tf.Tensor, widening: float
 ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -300,6 +333,7 @@ def unlearn_reverse_kl(
     widening: float = DEFAULT_WIDENING,
     defensive_weight: float = DEFAULT_DEFENSIVE_WEIGHT,
     return_info: bool = False,
+    stall_rounds: int = DEFAULT_STALL_ROUNDS,
 ) -> Union[tfd.MultivariateNormalTriL, Tuple[tfd.MultivariateNormalTriL, ImportanceInfo]]:
     """Unlearn ``D_e``: the Gaussian ``q_v`` minimising ``KL[p~_adj(theta | D_r) || q_v]``.
 
@@ -318,7 +352,18 @@ def unlearn_reverse_kl(
       ``p~_adj / proposal``. Rounds whose effective sample size reaches ``target_ess / 10``
       (the proposal has settled on the target) are pooled: their moments are averaged with
       weights proportional to their effective sample sizes, and the pooled moments drive
-      the next proposal. It stops when one round, or the pool, reaches ``target_ess``.
+      the next proposal. It stops when one round, or the pool, reaches ``target_ess``, and
+      refuses early when the effective sample size has stalled: none of the last
+      ``stall_rounds`` rounds raised the largest effective sample size of a round by a
+      factor of at least :data:`STALL_FACTOR` (2) or moved the estimated mean by one of its
+      proposal's standard deviations or more (a proposal still travelling towards a target
+      in the tails is not stalled, however few effective samples it has), and the pooled
+      rounds, at their mean effective sample size per round, would not reach ``target_ess``
+      in the rounds left.
+      Like ``max_rounds``, the rule can turn a late answer into a refusal, never into a
+      wrong answer: a returned estimate always reached ``target_ess``. Only a sampler whose
+      effective sample size grows again after ``stall_rounds`` rounds without growth would
+      have answered (pass ``stall_rounds=0`` to always draw every round allowed).
 
     Args:
         q_full: ``q(theta | D)``, any float64 ``tfd.MultivariateNormalLinearOperator`` [d].
@@ -342,6 +387,8 @@ def unlearn_reverse_kl(
         return_info: also return an :class:`~unlearnkit.diagnostics.ImportanceInfo`:
             the estimate's effective sample size, the samples it used, the rounds drawn and
             every round's effective sample size.
+        stall_rounds: rounds without progress after which the adaptive sampler refuses
+            early (see above); 0 never stops early. Ignored by the one-shot sampler.
 
     Returns:
         A new float64 ``tfd.MultivariateNormalTriL`` [d], and the info if requested.
@@ -351,7 +398,10 @@ def unlearn_reverse_kl(
             ``sampler`` or sampler options; a callable returning the wrong shape or
             non-finite values.
         DegenerateWeightsError: the effective sample size stayed below ``target_ess``
-            (after ``max_rounds`` adaptive rounds), so no estimate can be trusted.
+            (after ``max_rounds`` adaptive rounds, or fewer when it stalled), so no estimate
+            can be trusted. The message gives every round's effective sample size and says
+            whether the sampler stopped early; the error's attributes ``ess_history``
+            (tuple of floats) and ``stalled`` (bool) hold the same.
     """
     start = time.perf_counter()
     adjusted = AdjustedLogLikelihood(erased_log_likelihood, q_full, lam)
@@ -361,6 +411,7 @@ def unlearn_reverse_kl(
     sampler = _check_sampler(sampler)
     target = _target_ess(target_ess, sampler, num_samples, dim)
     max_rounds = check_nonnegative_int(max_rounds, "max_rounds")
+    stall_rounds = check_nonnegative_int(stall_rounds, "stall_rounds")
     widening = check_positive_number(widening, "widening")
     if widening < 1.0:
         raise ValueError(f"widening must be at least 1, got {widening}")
@@ -378,13 +429,20 @@ def unlearn_reverse_kl(
     estimate = (current.mean, current.cov, current.ess)
     proposal_cov = tf.eye(dim, dtype=tf.float64)
     rounds = 1
+    stalled = False
+    moves: List[float] = []
     while (
         current.ess < target and pool.ess < target and rounds <= rounds_allowed
         and adjusted.lam < 1.0
     ):
+        if _stalled(history, moves, pool, target, rounds_allowed + 1 - rounds, stall_rounds):
+            stalled = True
+            break
         loc, scale, proposal_cov = _next_proposal(*estimate, proposal_cov, widening)
         current = problem.mixture_round(loc, scale, defensive_weight, seeds[rounds])
         history.append(current.ess)
+        step = tf.linalg.triangular_solve(scale, (current.mean - loc)[:, None], lower=True)
+        moves.append(float(tf.norm(step)))
         rounds += 1
         if current.ess >= target / _POOL_FRACTION:  # the proposal has settled: pool
             pool.add(current)
@@ -400,12 +458,21 @@ def unlearn_reverse_kl(
             f"after {rounds} rounds of adaptive importance sampling (pooled: {pool.ess:.3g})"
             if sampler == "adaptive" else "sampling from q_full alone (sampler='one-shot')"
         )
-        raise DegenerateWeightsError(
+        if stalled:
+            what += (
+                f", stopped early: no round in the last {stall_rounds} raised the effective "
+                f"sample size by a factor of {STALL_FACTOR:g} or moved the estimate by a "
+                f"standard deviation"
+            )
+        error = DegenerateWeightsError(
             f"the importance weights are degenerate: effective sample size {current.ess:.3g} "
             f"< {target:.3g} needed, {what}, for d = {dim} and num_samples = {num_samples}; "
             f"increase num_samples, max_rounds or lam (effective sample sizes per round: "
             f"{', '.join(format(e, '.3g') for e in history)})"
         )
+        error.ess_history = tuple(history)
+        error.stalled = stalled
+        raise error
     if adjusted.lam == 1.0:  # equal weights: the moments of q_full itself
         result, jitter = gaussian.copy_belief(q_full), 0.0
     else:
