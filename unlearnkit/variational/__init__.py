@@ -19,6 +19,7 @@ from unlearnkit.variational.flow import (
     is_maf_belief,
     make_maf_belief,
     unlearn_eubo_flow,
+    unlearn_eubo_flow_grid,
     unlearn_reverse_kl_flow,
 )
 from unlearnkit.variational.gaussian_vi import elbo, fit_gaussian_vi
@@ -44,5 +45,6 @@ __all__ = [
     "flow_eubo",
     "flow_mode_log_prob",
     "unlearn_eubo_flow",
+    "unlearn_eubo_flow_grid",
     "unlearn_reverse_kl_flow",
 ]

@@ -77,6 +77,7 @@ __all__ = [
     "fit_flow_vi",
     "flow_eubo",
     "unlearn_eubo_flow",
+    "unlearn_eubo_flow_grid",
     "unlearn_reverse_kl_flow",
     "flow_mode_log_prob",
     "DEFAULT_HIDDEN_UNITS",
@@ -577,6 +578,142 @@ def flow_eubo(
     return ensure_finite(value, "the EUBO")
 
 
+class _FlowEUBO:
+    """``U~`` of a flow as a compiled function of ``(params, radius_squared)``, shared by
+    every ``lam`` of a grid (traced once for ``lam = 0`` and once for all ``lam`` in (0, 1))."""
+
+    def __init__(self, network, erased_log_likelihood, eps, log_max, smoothing) -> None:
+        self.network = network
+        self.erased = erased_log_likelihood
+        self.eps = eps
+        self.log_max = log_max
+        self.smoothing = smoothing
+        self.full_params = tf.identity(tf.convert_to_tensor(network.params))
+        self._compiled = {}
+
+    def value(self, x: tf.Tensor, radius_squared: Optional[tf.Tensor]) -> tf.Tensor:
+        theta, log_q = self.network.sample_and_log_prob(x, self.eps)
+        log_full = self.network.log_prob(self.full_params, theta)
+        values = tf.cast(self.erased(theta), tf.float64)
+        if radius_squared is not None:
+            distance_squared = tf.maximum(2.0 * (self.log_max - log_full), 0.0)
+            if self.smoothing == 0.0:
+                weight = tf.cast(distance_squared < radius_squared, tf.float64)
+            else:
+                distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
+                weight = tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / self.smoothing)
+            values = weight * values
+        return tf.reduce_mean(values + log_q - log_full)
+
+    def objective(self, lam: float) -> Callable[[tf.Tensor], tf.Tensor]:
+        plain = lam == 0.0
+        radius_squared = None if plain else tf.constant(
+            adjusted_region_radius_squared(lam), tf.float64
+        )
+        if plain not in self._compiled:
+            self._compiled[plain] = self._compile(plain)
+        function, traced = self._compiled[plain]
+        if not traced:
+            return lambda x: self.value(x, radius_squared)
+
+        @tf.custom_gradient
+        def objective(x: tf.Tensor):
+            value, gradient = function(x, radius_squared)
+            return value, lambda upstream: upstream * gradient
+
+        return objective
+
+    def _compile(self, plain: bool):
+        def value_and_gradient(x, radius_squared):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                result = self.value(x, radius_squared)
+            gradient = tape.gradient(result, x)
+            if gradient is None:
+                raise ValueError("the EUBO has no gradient (write the likelihood with TensorFlow)")
+            return result, gradient
+
+        scalar = None if plain else tf.TensorSpec([], tf.float64)
+        function = tf.function(value_and_gradient, autograph=False)
+        try:
+            function.get_concrete_function(tf.TensorSpec([self.network.size], tf.float64), scalar)
+        except Exception:  # noqa: BLE001 - not traceable: minimize_lbfgs runs it eagerly
+            return None, False
+        return function, True
+
+
+def unlearn_eubo_flow_grid(
+    q_full: object,
+    erased_log_likelihood: LogLikelihood,
+    lams: Sequence[float],
+    *,
+    seed: Seed = None,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    max_iterations: int = 100,
+    tolerance: float = 1e-5,
+    boundary_smoothing: float = DEFAULT_BOUNDARY_SMOOTHING,
+    return_info: bool = False,
+) -> Union[List[tfd.Distribution], Tuple[List[tfd.Distribution], List[OptimizationInfo]]]:
+    """:func:`unlearn_eubo_flow` for several ``lam``, sharing the base samples, the search
+    for ``q_full``'s mode and the compiled objective.
+
+    The result for each ``lam`` is what ``unlearn_eubo_flow(q_full, erased_log_likelihood,
+    lam, ...)`` returns with the same arguments.
+
+    Args:
+        q_full, erased_log_likelihood, seed, num_samples, max_iterations, tolerance,
+            boundary_smoothing: as for :func:`unlearn_eubo_flow`.
+        lams: thresholds in [0, 1], in any order.
+        return_info: also return one :class:`~unlearnkit.diagnostics.OptimizationInfo`
+            per ``lam``.
+
+    Returns:
+        A list of new MAF beliefs, one per ``lam``, and the list of infos if requested.
+
+    Raises:
+        TypeError, ValueError: as :func:`unlearn_eubo_flow`; ``lams`` empty.
+
+    Warns:
+        ConvergenceWarning: L-BFGS stopped before convergence for some ``lam``.
+    """
+    network = _network_of(q_full, "q_full")
+    if isinstance(lams, (str, bytes)) or not hasattr(lams, "__iter__"):
+        raise TypeError(f"lams must be a sequence of numbers in [0, 1], got {type(lams).__name__}")
+    lams = [check_unit_interval(lam, "lams") for lam in lams]
+    if not lams:
+        raise ValueError("lams must contain at least one value")
+    _checked_log_likelihood(erased_log_likelihood, "erased_log_likelihood", network.dim)
+    num_samples = check_positive_int(num_samples, "num_samples")
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    tolerance = check_tolerance(tolerance)
+    smoothing = check_nonnegative_number(boundary_smoothing, "boundary_smoothing")
+    x0 = tf.identity(tf.convert_to_tensor(network.params))
+    eps_seed, mode_seed = split_seed(seed, 2)
+    log_max = 0.0
+    if any(0.0 < lam < 1.0 for lam in lams):
+        log_max = flow_mode_log_prob(network.distribution(network.params), seed=mode_seed)
+    problem = _FlowEUBO(
+        network,
+        erased_log_likelihood,
+        _base_samples(num_samples, network.dim, eps_seed),
+        tf.constant(log_max, tf.float64),
+        smoothing,
+    )
+    beliefs, infos = [], []
+    for lam in lams:
+        start = time.perf_counter()
+        if lam == 1.0:
+            beliefs.append(_belief(network, x0))
+            infos.append(OptimizationInfo(0.0, 0, 1, True, "lam = 1: nothing to unlearn", 0.0))
+            continue
+        x, info = _minimize(
+            problem.objective(lam), x0, max_iterations, tolerance, f"the EUBO (lam = {lam:g})", start
+        )
+        beliefs.append(_belief(network, x))
+        infos.append(info)
+    return (beliefs, infos) if return_info else beliefs
+
+
 def unlearn_eubo_flow(
     q_full: object,
     erased_log_likelihood: LogLikelihood,
@@ -595,7 +732,8 @@ def unlearn_eubo_flow(
     same objective, same arguments, same adjusted likelihood (the trusted region is where
     ``q_full > lam * max q_full``, the maximum found numerically), estimated with fixed base
     samples pushed through the flow and minimised by L-BFGS over the flow's parameters
-    from ``q_full`` (module docstring).
+    from ``q_full`` (module docstring). For several ``lam``, :func:`unlearn_eubo_flow_grid`
+    shares the work.
 
     Args:
         q_full: ``q(theta | D)``, a MAF belief (:func:`make_maf_belief`, :func:`fit_flow_vi`).
@@ -620,29 +758,19 @@ def unlearn_eubo_flow(
     Warns:
         ConvergenceWarning: L-BFGS stopped before convergence.
     """
-    start = time.perf_counter()
-    network = _network_of(q_full, "q_full")
     lam = check_unit_interval(lam, "lam")
-    _checked_log_likelihood(erased_log_likelihood, "erased_log_likelihood", network.dim)
-    num_samples = check_positive_int(num_samples, "num_samples")
-    max_iterations = check_positive_int(max_iterations, "max_iterations")
-    tolerance = check_tolerance(tolerance)
-    smoothing = check_nonnegative_number(boundary_smoothing, "boundary_smoothing")
-    x0 = tf.identity(tf.convert_to_tensor(network.params))
-    if lam == 1.0:
-        info = OptimizationInfo(0.0, 0, 1, True, "lam = 1: nothing to unlearn", 0.0)
-        result = _belief(network, x0)
-        return (result, info) if return_info else result
-    eps_seed, mode_seed = split_seed(seed, 2)
-    region = _FlowRegion(erased_log_likelihood, network, lam, mode_seed)
-    eps = _base_samples(num_samples, network.dim, eps_seed)
-
-    def objective(x: tf.Tensor) -> tf.Tensor:
-        return _eubo_value(network, lambda t: network.log_prob(x0, t), region, eps, x, smoothing)
-
-    x, info = _minimize(objective, x0, max_iterations, tolerance, f"the EUBO (lam = {lam:g})", start)
-    result = _belief(network, x)
-    return (result, info) if return_info else result
+    beliefs, infos = unlearn_eubo_flow_grid(
+        q_full,
+        erased_log_likelihood,
+        [lam],
+        seed=seed,
+        num_samples=num_samples,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        boundary_smoothing=boundary_smoothing,
+        return_info=True,
+    )
+    return (beliefs[0], infos[0]) if return_info else beliefs[0]
 
 
 def unlearn_reverse_kl_flow(
