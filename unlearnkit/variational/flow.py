@@ -503,39 +503,6 @@ def flow_mode_log_prob(q: object, *, seed: Seed = None, max_iterations: int = 20
     return float(max(float(tf.reduce_max(log_q)), float(network.log_prob(params, mode[None, :])[0])))
 
 
-class _FlowRegion:
-    """The adjusted log-likelihood for a flow ``q(theta | D)``: ``log p(D_e | theta)`` where
-    ``m(theta)^2 = 2 (log max q - log q(theta)) < -2 ln lam``, 0 elsewhere (smoothed on
-    request, as :meth:`~unlearnkit.variational.adjusted.AdjustedLogLikelihood.smoothed`)."""
-
-    def __init__(self, erased_log_likelihood: LogLikelihood, network: _MAFNetwork, lam: float, seed: Seed):
-        self.erased_log_likelihood = erased_log_likelihood
-        self.lam = lam
-        self.radius_squared = adjusted_region_radius_squared(lam)
-        self.log_max = None
-        if 0.0 < lam < 1.0:
-            self.log_max = flow_mode_log_prob(network.distribution(network.params), seed=seed)
-
-    def __call__(self, theta: tf.Tensor, log_q_full: tf.Tensor, smoothing: float) -> tf.Tensor:
-        values = tf.cast(self.erased_log_likelihood(theta), tf.float64)
-        if math.isinf(self.radius_squared):
-            return values
-        if self.radius_squared == 0.0:
-            return tf.zeros_like(values)
-        distance_squared = tf.maximum(2.0 * (self.log_max - log_q_full), 0.0)
-        if smoothing == 0.0:
-            return tf.where(distance_squared < self.radius_squared, values, tf.zeros_like(values))
-        distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
-        weight = tf.sigmoid((1.0 - distance / math.sqrt(self.radius_squared)) / smoothing)
-        return weight * values
-
-
-def _eubo_value(network, full_log_prob, region, eps, x, smoothing):
-    theta, log_q = network.sample_and_log_prob(x, eps)
-    log_full = full_log_prob(theta)
-    return tf.reduce_mean(region(theta, log_full, smoothing) + log_q - log_full)
-
-
 def flow_eubo(
     q_u: object,
     q_full: object,
@@ -568,14 +535,23 @@ def flow_eubo(
     lam = check_unit_interval(lam, "lam")
     _checked_log_likelihood(erased_log_likelihood, "erased_log_likelihood", network.dim)
     num_samples = check_positive_int(num_samples, "num_samples")
-    eps_seed, mode_seed = split_seed(seed, 2)
-    region = _FlowRegion(erased_log_likelihood, network, lam, mode_seed)
-    full_params = tf.convert_to_tensor(network.params)
-    eps = _base_samples(num_samples, network.dim, eps_seed)
-    value = _eubo_value(
-        network_u, lambda t: network.log_prob(full_params, t), region, eps, tf.convert_to_tensor(network_u.params), 0.0
-    )
+    problem = _FlowEUBO.build(network, erased_log_likelihood, [lam], num_samples, seed, 0.0)
+    problem.network = network_u  # samples of q_u; q_full still defines the region
+    value = problem.value(tf.convert_to_tensor(network_u.params), problem.radius_squared(lam))
     return ensure_finite(value, "the EUBO")
+
+
+def _adjusted(values, log_full, log_max, radius_squared, smoothing):
+    """``log p_adj`` from ``log p(D_e | theta)`` [S]: the region is
+    ``m^2 = 2 (log_max - log q_full) < radius_squared`` (``None``: everywhere), its indicator
+    replaced by ``sigmoid((1 - m / r) / smoothing)`` when ``smoothing > 0``."""
+    if radius_squared is None:
+        return values
+    distance_squared = tf.maximum(2.0 * (log_max - log_full), 0.0)
+    if smoothing == 0.0:
+        return tf.cast(distance_squared < radius_squared, tf.float64) * values
+    distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
+    return tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / smoothing) * values
 
 
 class _FlowEUBO:
@@ -583,7 +559,8 @@ class _FlowEUBO:
     every ``lam`` of a grid (traced once for ``lam = 0`` and once for all ``lam`` in (0, 1))."""
 
     def __init__(self, network, erased_log_likelihood, eps, log_max, smoothing) -> None:
-        self.network = network
+        self.network = network  # the belief being optimised (starts as q_full's network)
+        self.full = network  # q_full: it defines the region and the KL's reference
         self.erased = erased_log_likelihood
         self.eps = eps
         self.log_max = log_max
@@ -591,25 +568,36 @@ class _FlowEUBO:
         self.full_params = tf.identity(tf.convert_to_tensor(network.params))
         self._compiled = {}
 
+    @classmethod
+    def build(cls, network, erased_log_likelihood, lams, num_samples, seed, smoothing):
+        """Base samples and (when some ``lam`` is in (0, 1)) the mode of ``q_full``."""
+        eps_seed, mode_seed = split_seed(seed, 2)
+        log_max = 0.0
+        if any(0.0 < lam < 1.0 for lam in lams):
+            log_max = flow_mode_log_prob(network.distribution(network.params), seed=mode_seed)
+        eps = _base_samples(num_samples, network.dim, eps_seed)
+        return cls(network, erased_log_likelihood, eps, tf.constant(log_max, tf.float64), smoothing)
+
+    @staticmethod
+    def radius_squared(lam: float) -> Optional[tf.Tensor]:
+        """The region's squared radius as a tensor; ``None`` for ``lam = 0``."""
+        return None if lam == 0.0 else tf.constant(adjusted_region_radius_squared(lam), tf.float64)
+
     def value(self, x: tf.Tensor, radius_squared: Optional[tf.Tensor]) -> tf.Tensor:
         theta, log_q = self.network.sample_and_log_prob(x, self.eps)
-        log_full = self.network.log_prob(self.full_params, theta)
-        values = tf.cast(self.erased(theta), tf.float64)
-        if radius_squared is not None:
-            distance_squared = tf.maximum(2.0 * (self.log_max - log_full), 0.0)
-            if self.smoothing == 0.0:
-                weight = tf.cast(distance_squared < radius_squared, tf.float64)
-            else:
-                distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
-                weight = tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / self.smoothing)
-            values = weight * values
+        log_full = self.full.log_prob(self.full_params, theta)
+        values = _adjusted(
+            tf.cast(self.erased(theta), tf.float64),
+            log_full,
+            self.log_max,
+            radius_squared,
+            self.smoothing,
+        )
         return tf.reduce_mean(values + log_q - log_full)
 
     def objective(self, lam: float) -> Callable[[tf.Tensor], tf.Tensor]:
         plain = lam == 0.0
-        radius_squared = None if plain else tf.constant(
-            adjusted_region_radius_squared(lam), tf.float64
-        )
+        radius_squared = self.radius_squared(lam)
         if plain not in self._compiled:
             self._compiled[plain] = self._compile(plain)
         function, traced = self._compiled[plain]
@@ -688,17 +676,7 @@ def unlearn_eubo_flow_grid(
     tolerance = check_tolerance(tolerance)
     smoothing = check_nonnegative_number(boundary_smoothing, "boundary_smoothing")
     x0 = tf.identity(tf.convert_to_tensor(network.params))
-    eps_seed, mode_seed = split_seed(seed, 2)
-    log_max = 0.0
-    if any(0.0 < lam < 1.0 for lam in lams):
-        log_max = flow_mode_log_prob(network.distribution(network.params), seed=mode_seed)
-    problem = _FlowEUBO(
-        network,
-        erased_log_likelihood,
-        _base_samples(num_samples, network.dim, eps_seed),
-        tf.constant(log_max, tf.float64),
-        smoothing,
-    )
+    problem = _FlowEUBO.build(network, erased_log_likelihood, lams, num_samples, seed, smoothing)
     beliefs, infos = [], []
     for lam in lams:
         start = time.perf_counter()
@@ -877,12 +855,17 @@ def unlearn_reverse_kl_flow(
             terms.append(log_full + math.log(defensive_weight))
         log_proposal = tf.reduce_logsumexp(tf.stack(terms), axis=0)
     theta = tf.stop_gradient(theta)
-    region = _FlowRegion(erased_log_likelihood, network, lam, mode_seed)
-    check_log_likelihood_values(
+    values = check_log_likelihood_values(
         erased_log_likelihood(check_theta(theta, dim)), num_samples, "erased_log_likelihood"
     )
+    log_max = 0.0
+    if lam > 0.0:
+        log_max = flow_mode_log_prob(network.distribution(network.params), seed=mode_seed)
+    log_adjusted = _adjusted(
+        tf.cast(values, tf.float64), log_full, log_max, _FlowEUBO.radius_squared(lam), 0.0
+    )
     log_weights = ensure_finite(
-        log_full - region(theta, log_full, 0.0) - log_proposal, "the importance log-weights"
+        log_full - log_adjusted - log_proposal, "the importance log-weights"
     )
     log_weights = log_weights - tf.reduce_logsumexp(log_weights)
     ess = importance_ess(log_weights)
