@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -60,7 +61,7 @@ from unlearnkit._validation import (
     ensure_finite,
 )
 from unlearnkit.diagnostics import ImportanceInfo, OptimizationInfo
-from unlearnkit.errors import DegenerateWeightsError
+from unlearnkit.errors import ConvergenceWarning, DegenerateWeightsError
 from unlearnkit.likelihoods import LogLikelihood
 from unlearnkit.linalg import check_tolerance
 from unlearnkit.optimize import minimize_lbfgs
@@ -487,10 +488,6 @@ def flow_mode_log_prob(q: object, *, seed: Seed = None, max_iterations: int = 20
         params, _base_samples(_MODE_SAMPLES, network.dim, seed)
     )
     best = theta[int(tf.argmax(log_q))]
-    import warnings
-
-    from unlearnkit.errors import ConvergenceWarning
-
     with warnings.catch_warnings():  # the best point found is what matters, not convergence
         warnings.simplefilter("ignore", ConvergenceWarning)
         mode, _ = minimize_lbfgs(
