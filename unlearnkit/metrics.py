@@ -165,6 +165,25 @@ def averaged_kl(
     return AveragedKL(mean=float(np.mean(kl)), std=float(np.std(kl)))
 
 
+def _standard_normal_flow(belief: object):
+    """The bijector of a float64 ``TransformedDistribution`` [d] of a standard-normal base
+    (a flow belief), else None."""
+    if not isinstance(belief, tfd.Distribution) or not hasattr(belief, "bijector"):
+        return None
+    base = getattr(belief, "distribution", None)
+    if (
+        not isinstance(base, tfd.MultivariateNormalDiag)
+        or belief.dtype != tf.float64
+        or belief.event_shape.rank != 1
+        or base.event_shape != belief.event_shape
+    ):
+        return None
+    zero, one = base.loc, base.stddev()
+    if not (bool(tf.reduce_all(zero == 0.0)) and bool(tf.reduce_all(one == 1.0))):
+        return None
+    return belief.bijector
+
+
 def predictive_probabilities(
     belief: object,
     class_probabilities: Callable[[tf.Tensor], tf.Tensor],
@@ -175,7 +194,10 @@ def predictive_probabilities(
     """Monte Carlo predictive ``q(y | x_n) = (1/S) sum_s p(y | x_n, theta_s)``, theta_s ~ belief.
 
     Args:
-        belief: a float64 multivariate normal over ``theta`` [d].
+        belief: a float64 multivariate normal over ``theta`` [d], or a flow: a float64
+            ``tfd.TransformedDistribution`` [d] of a standard-normal base (such as the MAF
+            beliefs of :func:`unlearnkit.variational.make_maf_belief`); either way
+            ``theta_s`` is a fixed function of the same base samples ``eps_s``.
         class_probabilities: ``theta [S, d] -> [S, N]`` probabilities of class 1, or
             ``[S, N, C]`` class probabilities, at the N inputs of interest (bind the
             inputs in the callable, e.g. ``lambda t: tf.sigmoid(t @ X.T)``).
@@ -186,14 +208,19 @@ def predictive_probabilities(
     Returns:
         [N] or [N, C] float64 predictive probabilities.
     """
-    belief = as_gaussian_belief(belief, "belief")
+    flow = _standard_normal_flow(belief)
+    if flow is None:
+        belief = as_gaussian_belief(belief, "belief")
     check_callable(
         class_probabilities, "class_probabilities", "theta [S, d] -> [S, N] or [S, N, C]"
     )
     num_samples = check_positive_int(num_samples, "num_samples")
     dim = int(belief.event_shape[0])
     eps = tf.random.stateless_normal([num_samples, dim], seed=sanitize_seed(seed), dtype=tf.float64)
-    theta = belief.loc + tf.matmul(eps, belief.scale.to_dense(), transpose_b=True)
+    if flow is None:
+        theta = belief.loc + tf.matmul(eps, belief.scale.to_dense(), transpose_b=True)
+    else:
+        theta = ensure_finite(tf.convert_to_tensor(flow.forward(eps)), "the flow's samples")
     expected = f"shape [{num_samples}, N] or [{num_samples}, N, C] for theta of shape [{num_samples}, {dim}]"
     probs = check_output_tensor(class_probabilities(theta), "class_probabilities", expected)
     if probs.shape.rank not in (2, 3) or probs.shape[0] != num_samples:

@@ -6,10 +6,22 @@
 - :mod:`~unlearnkit.variational.gaussian_vi` -- Gaussian variational inference, to fit
   ``q(theta | D)`` and to retrain on ``D_r``.
 - :mod:`~unlearnkit.variational.gaussian` -- the whitened parameterisation they share.
+- :mod:`~unlearnkit.variational.flow` -- masked-autoregressive-flow beliefs: their fit, the
+  EUBO and the reverse KL (a weighted maximum-likelihood fit).
 """
 
 from unlearnkit.variational.adjusted import AdjustedLogLikelihood, adjusted_log_likelihood
 from unlearnkit.variational.evidence_upper_bound import eubo, unlearn_eubo
+from unlearnkit.variational.flow import (
+    fit_flow_vi,
+    flow_eubo,
+    flow_mode_log_prob,
+    is_maf_belief,
+    make_maf_belief,
+    unlearn_eubo_flow,
+    unlearn_eubo_flow_grid,
+    unlearn_reverse_kl_flow,
+)
 from unlearnkit.variational.gaussian_vi import elbo, fit_gaussian_vi
 from unlearnkit.variational.reverse_kl import (
     importance_ess,
@@ -27,4 +39,12 @@ __all__ = [
     "importance_ess",
     "elbo",
     "fit_gaussian_vi",
+    "make_maf_belief",
+    "is_maf_belief",
+    "fit_flow_vi",
+    "flow_eubo",
+    "flow_mode_log_prob",
+    "unlearn_eubo_flow",
+    "unlearn_eubo_flow_grid",
+    "unlearn_reverse_kl_flow",
 ]
