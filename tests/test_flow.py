@@ -21,6 +21,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+import unlearnkit as uk
+
 from problems import linear_problem
 from unlearnkit.errors import ConvergenceWarning, DegenerateWeightsError
 from unlearnkit.metrics import gaussian_kl, predictive_probabilities
@@ -258,3 +260,10 @@ def test_nan_is_an_error():
     broken.trainable_variables[0].assign(np.full(_params(broken).shape, np.nan))
     with pytest.raises(ValueError, match="finite|NaN"):
         unlearn_eubo_flow(broken, ERASED, 0.0)
+
+
+def test_gaussian_functions_point_a_flow_to_the_flow_functions() -> None:
+    q = make_maf_belief(2, seed=0)
+    for unlearn in (uk.unlearn_eubo, uk.unlearn_reverse_kl):
+        with pytest.raises(TypeError, match="q_full .*unlearn_eubo_flow or unlearn_reverse_kl_flow"):
+            unlearn(q, lambda t: tf.reduce_sum(t, -1))

@@ -323,9 +323,16 @@ def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNorma
         NotPositiveDefiniteError: the covariance is singular (a zero on the scale's diagonal).
     """
     if not isinstance(q, tfd.MultivariateNormalLinearOperator):
+        # a normalising flow (e.g. unlearnkit.variational.make_maf_belief) has its own functions
+        hint = (
+            "; for a flow belief use unlearnkit.variational.unlearn_eubo_flow or "
+            "unlearn_reverse_kl_flow"
+            if isinstance(q, tfd.Distribution) and "Transformed" in type(q).__name__
+            else ""
+        )
         raise TypeError(
             f"{name} must be a multivariate normal belief (a tfd.MultivariateNormalLinearOperator "
-            f"such as MultivariateNormalTriL or MultivariateNormalDiag), got {type(q).__name__}"
+            f"such as MultivariateNormalTriL or MultivariateNormalDiag), got {type(q).__name__}{hint}"
         )
     if q.dtype != tf.float64:
         raise TypeError(
