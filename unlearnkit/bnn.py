@@ -161,8 +161,8 @@ class BayesianMLP:
 
     # ------------------------------------------------------------------ the model
 
-    def _logits_graph(self, theta: tf.Tensor, X: tf.Tensor) -> tf.Tensor:
-        h = tf.broadcast_to(X, tf.concat([tf.shape(theta)[:1], tf.shape(X)], 0))  # [S, n, D]
+    def _forward(self, theta: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
+        """Logits ``[S, n, C]`` of network ``s`` at its own inputs ``h [S, n, D]``."""
         layers = self.unflatten(theta)
         for k, (W, b) in enumerate(layers):
             h = tf.matmul(h, W) + b[:, None, :]
@@ -170,10 +170,17 @@ class BayesianMLP:
                 h = tf.tanh(h)
         return h
 
+    def _logits_graph(self, theta: tf.Tensor, X: tf.Tensor) -> tf.Tensor:
+        h = tf.broadcast_to(X, tf.concat([tf.shape(theta)[:1], tf.shape(X)], 0))  # [S, n, D]
+        return self._forward(theta, h)
+
+    def _log_probability_of(self, logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """``log softmax(logits)_y``: ``[S, n, C]`` logits, labels ``[n]`` or ``[S, n]`` -> ``[S, n]``."""
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        return tf.reduce_sum(log_probs * tf.one_hot(y, self.num_classes, dtype=tf.float64), -1)
+
     def _log_likelihood_graph(self, theta: tf.Tensor, X: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        log_probs = tf.nn.log_softmax(self._logits_graph(theta, X), axis=-1)  # [S, n, C]
-        one_hot = tf.one_hot(y, self.num_classes, dtype=tf.float64)  # [n, C]
-        return tf.reduce_sum(log_probs * one_hot, axis=-1)
+        return self._log_probability_of(self._logits_graph(theta, X), y)
 
     def _check(self, theta: object, X: object) -> Tuple[tf.Tensor, tf.Tensor]:
         theta = check_theta(theta, self.dim)
@@ -273,13 +280,7 @@ class BayesianMLP:
             X, y = points[:, :D], tf.cast(points[:, D], tf.int32)
             return -self._log_likelihood_graph(theta, X, y)
         X, y = points[:, :, :D], tf.cast(points[:, :, D], tf.int32)  # [C, b, D], [C, b]
-        h, layers = X, self.unflatten(theta)
-        for k, (W, b) in enumerate(layers):
-            h = tf.matmul(h, W) + b[:, None, :]
-            if k < len(layers) - 1:
-                h = tf.tanh(h)
-        log_probs = tf.nn.log_softmax(h, axis=-1)
-        return -tf.reduce_sum(log_probs * tf.one_hot(y, self.num_classes, dtype=tf.float64), -1)
+        return -self._log_probability_of(self._forward(theta, X), y)
 
     def prior_energy(self, theta: tf.Tensor) -> tf.Tensor:
         """``-log p(theta)`` up to a constant, ``theta [C, d] -> [C]`` (for the samplers)."""
