@@ -10,6 +10,8 @@ Modules, one per idea of the book:
   outputs, and exact unlearning for GP regression by updating its Cholesky factor (GPflow
   is imported only when this module is first used).
 - :mod:`unlearnkit.bif` -- Bayesian inference forgetting (influence-function removal).
+- :mod:`unlearnkit.bnn` -- a Bayesian multilayer perceptron on a flat parameter vector, and
+  the digits data it is trained on (imported on its own: ``from unlearnkit.bnn import ...``).
 - :mod:`unlearnkit.metrics` -- how close an unlearned belief is to the retrained one.
 - :mod:`unlearnkit.datasets` -- the book's synthetic data sets.
 - :mod:`unlearnkit.derivatives`, :mod:`unlearnkit.laplace`, :mod:`unlearnkit.linalg`,

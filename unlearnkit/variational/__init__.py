@@ -8,6 +8,8 @@
 - :mod:`~unlearnkit.variational.gaussian` -- the whitened parameterisation they share.
 - :mod:`~unlearnkit.variational.flow` -- masked-autoregressive-flow beliefs: their fit, the
   EUBO and the reverse KL (a weighted maximum-likelihood fit).
+- :mod:`~unlearnkit.variational.mean_field` -- the same for diagonal-covariance (mean-field)
+  Gaussians, for models with thousands of parameters.
 """
 
 from unlearnkit.variational.adjusted import AdjustedLogLikelihood, adjusted_log_likelihood
@@ -23,6 +25,12 @@ from unlearnkit.variational.flow import (
     unlearn_reverse_kl_flow,
 )
 from unlearnkit.variational.gaussian_vi import elbo, fit_gaussian_vi
+from unlearnkit.variational.mean_field import (
+    diagonal_gaussian_kl,
+    fit_mean_field_vi,
+    unlearn_eubo_mean_field,
+    unlearn_reverse_kl_mean_field,
+)
 from unlearnkit.variational.reverse_kl import (
     importance_ess,
     importance_log_weights,
@@ -47,4 +55,8 @@ __all__ = [
     "unlearn_eubo_flow",
     "unlearn_eubo_flow_grid",
     "unlearn_reverse_kl_flow",
+    "fit_mean_field_vi",
+    "unlearn_eubo_mean_field",
+    "unlearn_reverse_kl_mean_field",
+    "diagonal_gaussian_kl",
 ]
