@@ -14,7 +14,8 @@ variational parameters with the Hessian after (32 base samples; skipped above
 Newton removal on the Laplace approximation, and the reweighting of 20,000 samples.
 
 Every time is the wall time of one call and includes TensorFlow's tracing on both sides
-(each call compiles its own functions). The slope of log(time) against log(n) is fitted by
+(each call compiles its own functions); a small untimed run first takes TensorFlow's one-off
+start-up out of the first size's times. The slope of log(time) against log(n) is fitted by
 least squares over the sizes each method ran at. Results go to the JSON file given by
 ``--output`` (default ``benchmarks/results/bench_scaling.json``) and a Markdown table
 beside it (``.md``); the head-to-head chapter quotes the slopes from the JSON.
@@ -46,6 +47,7 @@ def main() -> None:
         "--output", default=str(Path(__file__).parent / "results" / "bench_scaling.json")
     )
     args = parser.parse_args()
+    comparison.logistic_scaling_times(500, 5, 20)  # untimed warm-up: TensorFlow's one-off start-up
     sizes, times = [], []
     for n in args.sizes:
         start = time.perf_counter()
@@ -54,18 +56,22 @@ def main() -> None:
         times.append(seconds)
         cells = ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
         print(f"n = {n:>9,} ({time.perf_counter() - start:.0f} s in all): {cells}", flush=True)
+        write(Path(args.output), sizes, times)  # after every size: a long run can be cut short
+
+
+def write(output: Path, sizes: list, times: list) -> None:
+    """The JSON record and its Markdown table (``.md`` beside it)."""
     fitted = comparison.log_log_slopes(sizes, times)
     print("slopes of log time on log n:", {k: round(v, 2) for k, v in fitted.items()})
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
-        "dim": DIM,
-        "erased": ERASED,
+        "dim": 20,
+        "erased": 100,
         "sizes": sizes,
         "seconds": times,
         "slopes": fitted,
     }
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(record, indent=1, allow_nan=True))
     lines = [
