@@ -36,14 +36,17 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit import linalg
-from unlearnkit.variational.gaussian_vi import fit_gaussian_vi
-from unlearnkit.likelihoods import logistic_log_likelihood
-from unlearnkit._validation import as_gaussian_belief, check_callable, check_positive_int
+from unlearnkit._validation import (
+    as_gaussian_belief,
+    check_callable,
+    check_positive_int,
+)
 from unlearnkit.bif.forgetting import forget_variational, reweight_samples
 from unlearnkit.bif.map_energy import map_energies, newton_minimize
 from unlearnkit.derivatives import Energy, energy_gradient, energy_hessian
 from unlearnkit.errors import DegenerateWeightsError, NotPositiveDefiniteError
 from unlearnkit.laplace import laplace_approximation
+from unlearnkit.likelihoods import logistic_log_likelihood
 from unlearnkit.metrics import (
     averaged_kl,
     gaussian_kl,
@@ -53,7 +56,11 @@ from unlearnkit.metrics import (
 )
 from unlearnkit.seeds import Seed, split_seed
 from unlearnkit.variational.evidence_upper_bound import unlearn_eubo
-from unlearnkit.variational.lambda_selection import DEFAULT_LAMBDAS, select_lambda_by_ess
+from unlearnkit.variational.gaussian_vi import fit_gaussian_vi
+from unlearnkit.variational.lambda_selection import (
+    DEFAULT_LAMBDAS,
+    select_lambda_by_ess,
+)
 from unlearnkit.variational.reverse_kl import unlearn_reverse_kl
 
 tfd = tfp.distributions
