@@ -13,6 +13,8 @@ Modules, one per idea of the book:
 - :mod:`unlearnkit.bnn` -- a Bayesian multilayer perceptron on a flat parameter vector, and
   the digits data it is trained on (imported on its own: ``from unlearnkit.bnn import ...``).
 - :mod:`unlearnkit.metrics` -- how close an unlearned belief is to the retrained one.
+- :mod:`unlearnkit.comparison` -- every method of the book run on one task and measured
+  against retraining (imported on its own).
 - :mod:`unlearnkit.datasets` -- the book's synthetic data sets.
 - :mod:`unlearnkit.derivatives`, :mod:`unlearnkit.laplace`, :mod:`unlearnkit.linalg`,
   :mod:`unlearnkit.optimize` -- energies' derivatives, the Laplace approximation, checked
