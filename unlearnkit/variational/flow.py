@@ -646,9 +646,10 @@ def unlearn_eubo_flow_grid(
     lam, ...)`` returns with the same arguments.
 
     Args:
-        q_full, erased_log_likelihood, seed, num_samples, max_iterations, tolerance,
-            boundary_smoothing: as for :func:`unlearn_eubo_flow`.
+        q_full, erased_log_likelihood: as for :func:`unlearn_eubo_flow`.
         lams: thresholds in [0, 1], in any order.
+        seed, num_samples, max_iterations, tolerance, boundary_smoothing: as for
+            :func:`unlearn_eubo_flow`.
         return_info: also return one :class:`~unlearnkit.diagnostics.OptimizationInfo`
             per ``lam``.
 
