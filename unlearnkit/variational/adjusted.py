@@ -135,12 +135,30 @@ class AdjustedLogLikelihood:
         distance_squared = mahalanobis_squared
         if boundary_smoothing == 0.0:
             return tf.where(distance_squared < self.radius_squared, values, tf.zeros_like(values))
-        distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
-        weight = tf.sigmoid((1.0 - distance / math.sqrt(self.radius_squared)) / boundary_smoothing)
-        return weight * values
+        return smooth_region_weight(distance_squared, self.radius_squared, boundary_smoothing) * values
 
     def __repr__(self) -> str:
         return f"AdjustedLogLikelihood(lam={self.lam}, radius_squared={self.radius_squared})"
+
+
+def smooth_region_weight(
+    distance_squared: tf.Tensor, radius_squared: object, boundary_smoothing: float
+) -> tf.Tensor:
+    """The smooth step ``sigmoid((1 - m / r) / boundary_smoothing)`` that replaces the
+    region's indicator ``m < r``.
+
+    Args:
+        distance_squared: ``[S]`` float64, the squared Mahalanobis distances ``m^2`` under
+            ``q_full`` (or the flow's equivalent).
+        radius_squared: ``r^2``, a positive float or float64 scalar tensor.
+        boundary_smoothing: the step's width relative to ``r``, > 0.
+
+    Returns:
+        ``[S]`` weights in (0, 1).
+    """
+    distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
+    radius = tf.sqrt(tf.convert_to_tensor(radius_squared, tf.float64))
+    return tf.sigmoid((1.0 - distance / radius) / boundary_smoothing)
 
 
 def adjusted_log_likelihood(

@@ -79,6 +79,7 @@ from unlearnkit.variational.adjusted import (
     AdjustedLogLikelihood,
     adjusted_region_radius_squared,
     check_boundary_smoothing,
+    smooth_region_weight,
 )
 from unlearnkit.variational.linear_predictor import (
     LinearPredictorLogLikelihood,
@@ -171,8 +172,7 @@ def _eubo_value(log_likelihood, expectation, a, B, log_diagonal, radius_squared,
     if smoothing == 0.0:
         weight = tf.cast(distance_squared < radius_squared, tf.float64)
     else:
-        distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
-        weight = tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / smoothing)
+        weight = smooth_region_weight(distance_squared, radius_squared, smoothing)
     if expectation is None:
         return tf.reduce_mean(weight * values) + kl
     return beta * expected + tf.reduce_mean((weight - beta) * values) + kl

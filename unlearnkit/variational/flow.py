@@ -66,7 +66,10 @@ from unlearnkit.likelihoods import LogLikelihood
 from unlearnkit.linalg import check_tolerance
 from unlearnkit.optimize import minimize_lbfgs
 from unlearnkit.seeds import Seed, sanitize_seed, split_seed
-from unlearnkit.variational.adjusted import adjusted_region_radius_squared
+from unlearnkit.variational.adjusted import (
+    adjusted_region_radius_squared,
+    smooth_region_weight,
+)
 from unlearnkit.variational.reverse_kl import importance_ess
 
 tfd = tfp.distributions
@@ -547,8 +550,7 @@ def _adjusted(values, log_full, log_max, radius_squared, smoothing):
     distance_squared = tf.maximum(2.0 * (log_max - log_full), 0.0)
     if smoothing == 0.0:
         return tf.cast(distance_squared < radius_squared, tf.float64) * values
-    distance = tf.sqrt(tf.maximum(distance_squared, 1e-300))
-    return tf.sigmoid((1.0 - distance / tf.sqrt(radius_squared)) / smoothing) * values
+    return smooth_region_weight(distance_squared, radius_squared, smoothing) * values
 
 
 class _FlowEUBO:
