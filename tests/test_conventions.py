@@ -129,6 +129,27 @@ def test_lbfgs_is_insensitive_to_a_constant_offset() -> None:
         np.testing.assert_allclose(x, target, atol=1e-5 if offset == 0.0 else 1e-2)
 
 
+def test_lbfgs_takes_a_compiled_value_and_gradient_as_it_is() -> None:
+    target = tf.constant([1.0, -2.0, 0.5], tf.float64)
+    weights = tf.constant([1.0, 10.0, 100.0], tf.float64)
+
+    def objective(x):
+        return tf.reduce_sum((x - target) ** 2 * weights)
+
+    @tf.function
+    def value_and_gradient(x):
+        return objective(x), 2.0 * (x - target) * weights
+
+    x0 = tf.zeros(3, tf.float64)
+    plain, plain_info = optimize.minimize_lbfgs(
+        objective, x0, max_iterations=100, tolerance=1e-8)
+    given, given_info = optimize.minimize_lbfgs(
+        value_and_gradient, x0, max_iterations=100, tolerance=1e-8, returns_gradient=True)
+    np.testing.assert_allclose(given, plain, atol=1e-12)
+    assert given_info.num_evaluations == plain_info.num_evaluations
+    assert value_and_gradient.experimental_get_tracing_count() == 1  # not traced again
+
+
 def test_lbfgs_rejects_non_finite_trial_points_and_never_calls_them_converged() -> None:
     def barrier(x):  # finite only for x < 1; the minimum of (x - 3)^2 lies outside
         return tf.reduce_sum((x - 3.0) ** 2 - tf.math.log(1.0 - x))

@@ -483,3 +483,27 @@ def test_new_arguments_are_checked():
         gp.erased_log_likelihood(_LOGISTIC, X[:3], Y_CLASS[:3], num_quadrature_points=0)
     log_lik = gp.erased_log_likelihood(_LOGISTIC, X[:3], Y_CLASS[:3], num_quadrature_points=4)
     assert list(log_lik.quadrature_points_per_sample) == [4, 4, 4]
+
+
+def test_erased_log_likelihood_follows_changed_and_replaced_hyperparameters():
+    # The conditional K_uu^-1 K_uf is computed by a graph kept per model: it must follow an
+    # assigned parameter and a replaced kernel, as GPflow's eager code would.
+    from unlearnkit.gp.svgp import _conditional_moments
+
+    model = gpflow.utilities.deepcopy(_FIXED_MODEL)
+    X_e = tf.constant(X[:4])
+
+    def check():
+        built = gp.erased_log_likelihood(model, X_e, Y_CLASS[:4])
+        projection, variance, _ = _conditional_moments(model, X_e)  # eager GPflow
+        np.testing.assert_allclose(built.projection, projection, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(built.conditional_variance, tf.maximum(variance, 0.0),
+                                   rtol=1e-10, atol=1e-12)
+        return built.projection.numpy()
+
+    first = check()
+    model.kernel.lengthscales.assign(0.5)
+    second = check()
+    model.kernel = gpflow.kernels.Matern32(lengthscales=0.8)
+    third = check()
+    assert not np.allclose(first, second) and not np.allclose(second, third)

@@ -345,3 +345,42 @@ def test_adaptive_refuses_early_when_the_ess_stalls() -> None:
     _, every = unlearn_reverse_kl(p_full, erased, seed=0, num_samples=5_000,
                                   target_ess=4_000, stall_rounds=0, return_info=True)
     assert info.ess_history == every.ess_history
+
+
+def test_refuses_when_no_round_reaches_d_plus_one_effective_samples() -> None:
+    # Rule (d), on the moons chapter's refusals (d = 20): every estimate jumps by more than
+    # a standard deviation (so rule (b) never sees a stall), but no round ever had d + 1
+    # effective samples; after 1 + 2 stall_rounds rounds the sampler gives up.
+    from unlearnkit.variational.reverse_kl import _Pool, _stalled
+
+    history, moves, pool = [3.4, 2.7, 10.3, 10.6], [5.0, 3.0, 4.0], _Pool(20)
+    assert _stalled(history, moves, pool, 2000.0, 17, stall_rounds=2) is None
+    reason = _stalled(history + [6.6], moves + [2.0], pool, 2000.0, 16, stall_rounds=2)
+    assert "d + 1 = 21" in reason
+    assert _stalled(history + [6.6], moves + [2.0], pool, 2000.0, 16, stall_rounds=0) is None
+    # one round with d + 1 effective samples: the proposal may still be on its way
+    assert _stalled(history + [25.0], moves + [2.0], pool, 2000.0, 16, stall_rounds=2) is None
+
+
+def test_compiled_rounds_of_a_package_likelihood_match_the_eager_rounds() -> None:
+    # A LinearPredictorLogLikelihood runs each round in one compiled graph; the same
+    # function hidden behind a plain callable runs eagerly. Same samples, same belief.
+    from unlearnkit.variational.linear_predictor import LinearPredictorLogLikelihood
+
+    q_full, _ = logistic_problem(n=40, n_erased=10)
+    dim = int(q_full.event_shape[0])
+    rng = np.random.default_rng(0)
+    projection = rng.normal(size=(dim, 10))
+    signs = tf.constant(np.where(rng.random(10) < 0.5, -1.0, 1.0))
+    package = LinearPredictorLogLikelihood(
+        projection, np.zeros(10), lambda t: -tf.math.softplus(-signs * t)
+    )
+    for lam in (1e-3, 0.0):
+        compiled, info_c = unlearn_reverse_kl(q_full, package, lam, seed=5,
+                                              num_samples=4000, return_info=True)
+        eager, info_e = unlearn_reverse_kl(q_full, lambda t: package(t), lam, seed=5,
+                                           num_samples=4000, return_info=True)
+        np.testing.assert_allclose(compiled.loc, eager.loc, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(compiled.scale.to_dense(), eager.scale.to_dense(),
+                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(info_c.ess_history, info_e.ess_history, rtol=1e-9)

@@ -93,6 +93,7 @@ def minimize_lbfgs(
     tolerance: float,
     name: str = "the objective",
     record_path: bool = False,
+    returns_gradient: bool = False,
 ) -> Tuple[tf.Tensor, OptimizationInfo]:
     """Minimise a deterministic TensorFlow objective with scipy's L-BFGS-B.
 
@@ -105,6 +106,9 @@ def minimize_lbfgs(
             ``tolerance**2``.
         name: names the objective in error messages.
         record_path: keep the point after every iteration in ``info.path``.
+        returns_gradient: ``objective(x)`` already returns ``(value, gradient)`` (for
+            example a ``tf.function`` the caller compiled once and reuses across calls):
+            it is called as it is, without being wrapped and traced again.
 
     Returns:
         The minimiser ``[P]`` and an :class:`~unlearnkit.diagnostics.OptimizationInfo`.
@@ -118,7 +122,9 @@ def minimize_lbfgs(
     """
     start = time.perf_counter()
     x0 = tf.convert_to_tensor(x0, tf.float64)
-    value_and_gradient = compile_value_and_gradient(objective, x0, name)
+    value_and_gradient = (
+        objective if returns_gradient else compile_value_and_gradient(objective, x0, name)
+    )
 
     def evaluate(x: np.ndarray) -> Tuple[float, np.ndarray]:
         value, gradient = value_and_gradient(tf.constant(x, dtype=tf.float64))

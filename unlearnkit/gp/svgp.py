@@ -54,6 +54,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
+import weakref
 from typing import Callable, Optional, Tuple, Union
 
 import gpflow
@@ -202,20 +203,57 @@ def with_inducing_posterior(model: gpflow.models.SVGP, q: object) -> gpflow.mode
     return new
 
 
+def _conditional_moments(model: gpflow.models.SVGP, X: tf.Tensor):
+    """``(A = K_uu⁻¹ K_uf [M, n], v = k_ff − diag(K_fu A) [n], m(X) [n, 1])``."""
+    chol = _kuu_cholesky(model)
+    kuf = gpflow.covariances.Kuf(model.inducing_variable, model.kernel, X)  # [M, n]
+    projection = tf.linalg.cholesky_solve(chol, kuf)
+    kff = model.kernel(X, full_cov=False)  # [n]
+    variance = kff - tf.reduce_sum(kuf * projection, axis=0)
+    return projection, variance, tf.convert_to_tensor(model.mean_function(X))
+
+
+_COMPILED_CONDITIONALS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+""":func:`_conditional_moments` compiled per model, kept while the model lives."""
+
+
+def _compiled_conditional_moments(model: gpflow.models.SVGP, X: tf.Tensor):
+    """:func:`_conditional_moments` as one compiled graph, traced once per model (and input
+    dimension) and kept while the model lives: GPflow's eager kernel code costs tens of
+    milliseconds, the graph one. The graph reads the model's variables when it runs, so it
+    follows ``assign``; the cache key holds the identity of every variable of the model, so
+    a replaced kernel, inducing variable or parameter gets a new graph."""
+    variables = tuple(id(v) for v in model.variables)
+    cache = _COMPILED_CONDITIONALS.setdefault(model, {})
+    key = (variables, int(X.shape[1]))
+    if key not in cache:
+        cache.clear()  # graphs of replaced variables are stale
+        reference = weakref.ref(model)
+        function = tf.function(
+            lambda X: _conditional_moments(reference(), X),
+            input_signature=[tf.TensorSpec([None, int(X.shape[1])], tf.float64)],
+            autograph=False,
+        )
+        function._omit_frequent_tracing_warning = True  # one trace per model, not retracing
+        cache[key] = function
+    return cache[key](X)
+
+
 class _LatentGivenInducing:
     """The conditional p(f(X) | u) = N(m(X) + Aᵀ u, diag(k_ff − diag(K_fu A))), A = K_uu⁻¹ K_uf.
 
-    Computed once for fixed inputs X [n, D] from the model's current hyperparameters.
+    Computed once for fixed inputs X [n, D] from the model's current hyperparameters (by a
+    graph compiled once per model: see :func:`_compiled_conditional_moments`).
     """
 
     def __init__(self, model: gpflow.models.SVGP, X: tf.Tensor) -> None:
-        chol = _kuu_cholesky(model)
-        kuf = gpflow.covariances.Kuf(model.inducing_variable, model.kernel, X)  # [M, n]
-        self.projection = tf.linalg.cholesky_solve(chol, kuf)  # A: [M, n]
-        kff = model.kernel(X, full_cov=False)  # [n]
-        var = kff - tf.reduce_sum(kuf * self.projection, axis=0)
+        try:
+            projection, var, prior_mean = _compiled_conditional_moments(model, X)
+        except (TypeError, ValueError, NotImplementedError):  # a kernel that cannot be traced
+            projection, var, prior_mean = _conditional_moments(model, X)
+        self.projection = projection  # A: [M, n]
         self.variance = tf.maximum(var, 0.0)[:, None]  # [n, 1]
-        self.prior_mean = tf.convert_to_tensor(model.mean_function(X))  # [n, 1]
+        self.prior_mean = prior_mean  # [n, 1]
         ensure_finite(self.projection, "K_uu⁻¹ K_uf")
 
     def mean(self, u: tf.Tensor) -> tf.Tensor:

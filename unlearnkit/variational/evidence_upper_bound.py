@@ -252,33 +252,27 @@ class _WhitenedEUBO:
         radius_squared = tf.constant(adjusted_region_radius_squared(lam), tf.float64)
         return radius_squared, tf.constant(_region_mass(lam, self.dim), tf.float64)
 
-    def compiled(self, lam: float, smoothing: float) -> Callable[[tf.Tensor], tf.Tensor]:
-        """``x [P] -> U~`` for :func:`~unlearnkit.optimize.minimize_lbfgs`.
+    def compiled(self, lam: float, smoothing: float) -> Tuple[Callable, bool]:
+        """The objective for :func:`~unlearnkit.optimize.minimize_lbfgs`, and whether it
+        returns its own gradient.
 
         The value and its gradient are computed together by one ``tf.function``, traced
         once per (``lam == 0``, smoothing, d, number of base samples) and shared across
         ``lam`` (the squared radius and ``beta`` are tensor arguments, and so are
-        ``q_full``'s mean and scale and the base samples); the callable returned hands that
-        gradient to whoever differentiates it (``tf.custom_gradient``), so the optimiser's
-        own compilation costs next to nothing. For the package's linear-predictor
-        likelihoods (the sparse-GP ones) the traced function is also kept across calls, for
-        as long as the likelihood object lives (a weak reference: the cache never keeps a
-        likelihood alive), so a second request with the same likelihood object is not
-        traced again; its results are those of a fresh trace. If the likelihood cannot be
-        traced, the returned callable computes the value eagerly.
+        ``q_full``'s mean and scale and the base samples). The returned callable
+        ``x [P] -> (U~, dU~/dx)`` is that function itself, which the optimiser calls as it
+        is (``returns_gradient=True``: nothing is wrapped or traced again per request). For
+        the package's linear-predictor likelihoods (the sparse-GP ones) the traced function
+        is also kept across calls, for as long as the likelihood object lives (a weak
+        reference: the cache never keeps a likelihood alive), so a second request with the
+        same likelihood object is not traced again; its results are those of a fresh trace.
+        If the likelihood cannot be traced, the returned callable ``x [P] -> U~`` computes
+        the value eagerly (and ``False`` says so: the optimiser differentiates it).
         """
         radius_squared, beta = self.coefficients(lam)
         function, traced = self._function(radius_squared is None, smoothing)
         tensors = (self.loc, self.scale, self.eps)
-        if not traced:
-            return lambda x: function(x, radius_squared, beta, *tensors)
-
-        @tf.custom_gradient
-        def objective(x: tf.Tensor):
-            value, gradient = function(x, radius_squared, beta, *tensors)
-            return value, lambda upstream: upstream * gradient
-
-        return objective
+        return (lambda x: function(x, radius_squared, beta, *tensors)), traced
 
     def _function(self, plain: bool, smoothing: float):
         """The (cached) value-and-gradient function, and whether it is traced."""
@@ -306,6 +300,9 @@ class _WhitenedEUBO:
             None if self.eps is None else tf.TensorSpec(self.eps.shape, tf.float64),
         ]
         function = tf.function(value_and_gradient, autograph=False)
+        # traced once per likelihood and key; TensorFlow's frequent-retracing detector keys on
+        # the Python code, so it would count other likelihoods' traces as retracing
+        function._omit_frequent_tracing_warning = True
         try:
             function.get_concrete_function(*specs)
             entry = (function, True)
@@ -394,7 +391,11 @@ def eubo(
 
 def _check_callable_output(adjusted: AdjustedLogLikelihood) -> None:
     """Eagerly, at two points of ``q_full`` (its mean, and one standard deviation along the
-    first axis): the callable returns finite values of shape [S] with a gradient."""
+    first axis): the callable returns finite values of shape [S] with a gradient. The
+    package's linear-predictor likelihoods are TensorFlow code returning [S] by construction,
+    and are not probed (a non-finite objective at the start is refused by the optimiser)."""
+    if _cacheable(adjusted.erased_log_likelihood):
+        return
     loc, scale = adjusted.q_full.loc, adjusted.q_full.scale.to_dense()
     probe = tf.stack([loc, loc + scale[:, 0]])
     with tf.GradientTape() as tape:
@@ -474,12 +475,14 @@ def unlearn_eubo_grid(
             beliefs.append(gaussian.copy_belief(adjusted.q_full))
             infos.append(info)
             continue
+        objective, returns_gradient = problem.compiled(lam, smoothing)
         x, info = minimize_lbfgs(
-            problem.compiled(lam, smoothing),
+            objective,
             tf.zeros([gaussian.num_parameters(dim)], dtype=tf.float64),
             max_iterations=max_iterations,
             tolerance=tolerance,
             name=f"the EUBO (lam = {lam:g})",
+            returns_gradient=returns_gradient,
         )
         a, B = gaussian.unpack(x, dim)
         beliefs.append(gaussian.belief_from_whitened(adjusted.q_full, a, B))

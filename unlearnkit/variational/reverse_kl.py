@@ -31,6 +31,11 @@ Two samplers estimate them:
   it refuses without drawing the rounds it has left: each round costs ``num_samples``
   evaluations of the likelihood, and a refusal would otherwise use every round allowed.
 
+For the package's linear-predictor likelihoods (the sparse-GP ones of
+:func:`unlearnkit.gp.erased_log_likelihood`) each round (drawing, weighting, effective
+sample size, moments) runs as one compiled graph, traced on its first use and kept for as
+long as the likelihood object lives; other callables run eagerly, with the same results.
+
 :func:`importance_ess` measures the weights' health. An estimate whose effective sample
 size stays below what the sampler requires raises
 :class:`~unlearnkit.errors.DegenerateWeightsError`, never a silently bad belief.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from typing import List, Optional, Tuple, Union
 
 import tensorflow as tf
@@ -47,6 +53,7 @@ import tensorflow_probability as tfp
 
 from unlearnkit import linalg
 from unlearnkit._validation import (
+    check_log_likelihood_values,
     check_nonnegative_int,
     check_positive_int,
     check_positive_number,
@@ -59,6 +66,7 @@ from unlearnkit.likelihoods import LogLikelihood
 from unlearnkit.seeds import Seed, sanitize_seed, split_seed
 from unlearnkit.variational import gaussian
 from unlearnkit.variational.adjusted import AdjustedLogLikelihood
+from unlearnkit.variational.linear_predictor import LinearPredictorLogLikelihood
 
 tfd = tfp.distributions
 
@@ -191,6 +199,12 @@ class _Round:
         self.ess = importance_ess(log_weights)
         self.mean, self.cov = _weighted_moments(z, log_weights)
 
+    @classmethod
+    def from_moments(cls, ess: tf.Tensor, mean: tf.Tensor, cov: tf.Tensor) -> "_Round":
+        part = cls.__new__(cls)
+        part.ess, part.mean, part.cov = float(ess), mean, cov
+        return part
+
 
 class _Pool:
     """Rounds pooled into one estimate: their moments averaged with weights proportional to
@@ -215,8 +229,42 @@ class _Pool:
         return mean, 0.5 * (cov + tf.transpose(cov))
 
 
+_COMPILED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+"""Compiled rounds for the package's linear-predictor likelihoods, kept while the likelihood
+lives (see :meth:`_AdaptiveSampler._compiled_round`)."""
+
+
+def _round_moments(log_likelihood, z, q_loc, q_scale, radius_squared, log_proposal):
+    """Log-weights of samples ``z`` [S, d] (whitened by ``q_full``) and their effective sample
+    size and weighted moments, in one graph. ``log_proposal=None``: round 0, samples of
+    ``q_full`` itself (weights ``∝ 1 / p_adj``); ``radius_squared=None``: ``lam = 0``."""
+    theta = q_loc + tf.matmul(z, q_scale, transpose_b=True)
+    values = check_log_likelihood_values(log_likelihood(theta), None)
+    if radius_squared is not None:
+        inside = tf.reduce_sum(z**2, axis=-1) < radius_squared
+        values = tf.where(inside, values, tf.zeros_like(values))
+    if log_proposal is None:
+        log_unnormalised = -values
+    else:
+        standard = tfd.MultivariateNormalDiag(loc=tf.zeros([int(z.shape[1])], tf.float64))
+        log_standard = standard.log_prob(z)  # as the eager path computes it
+        log_unnormalised = ensure_finite(
+            log_standard - values - log_proposal, "the importance log-weights"
+        )
+    log_weights = log_unnormalised - tf.reduce_logsumexp(log_unnormalised)
+    shifted = log_weights - tf.reduce_max(log_weights)
+    ess = tf.exp(2.0 * tf.reduce_logsumexp(shifted) - tf.reduce_logsumexp(2.0 * shifted))
+    return (ess, *_weighted_moments(z, log_weights))
+
+
 class _AdaptiveSampler:
-    """Importance sampling of ``p~_adj(z) ∝ N(z; 0, I) / p_adj(D_e | theta(z))``, whitened."""
+    """Importance sampling of ``p~_adj(z) ∝ N(z; 0, I) / p_adj(D_e | theta(z))``, whitened.
+
+    For the package's linear-predictor likelihoods (such as the sparse-GP ones of
+    :func:`unlearnkit.gp.erased_log_likelihood`, immutable once built) each round's weights,
+    effective sample size and moments are computed by one compiled graph, kept across calls
+    while the likelihood lives (a weak reference); other callables run eagerly.
+    """
 
     def __init__(self, adjusted: AdjustedLogLikelihood, num_samples: int) -> None:
         self.adjusted = adjusted
@@ -224,7 +272,39 @@ class _AdaptiveSampler:
         self.dim = adjusted.dim
         self.num_samples = num_samples
         self.scale = self.q_full.scale.to_dense()
-        self.standard = tfd.MultivariateNormalDiag(loc=tf.zeros([self.dim], tf.float64))
+        radius_squared = adjusted.radius_squared
+        self.radius_squared = (
+            None if math.isinf(radius_squared) else tf.constant(radius_squared, tf.float64)
+        )
+
+    def _compiled(self, key: tuple, build):
+        """The compiled function ``build()`` for this likelihood and ``key``, or ``None``
+        (the likelihood is not one of the package's: run eagerly)."""
+        log_likelihood = self.adjusted.erased_log_likelihood
+        if not isinstance(log_likelihood, LinearPredictorLogLikelihood) or self.adjusted.lam == 1.0:
+            return None
+        cache = _COMPILED.setdefault(log_likelihood, {})
+        key = (*key, self.radius_squared is None, self.num_samples, self.dim)
+        if key not in cache:
+            function = tf.function(build(weakref.ref(log_likelihood)), autograph=False)
+            # One trace per likelihood and key; TensorFlow's frequent-retracing detector keys
+            # on the Python code, so it would count other likelihoods' traces as retracing.
+            function._omit_frequent_tracing_warning = True
+            cache[key] = function
+        return cache[key]
+
+    @property
+    def standard(self) -> tfd.MultivariateNormalDiag:
+        """``N(0, I)`` in the whitened coordinates (built only by the eager path)."""
+        return tfd.MultivariateNormalDiag(loc=tf.zeros([self.dim], tf.float64))
+
+    @staticmethod
+    def _run(compiled, *args) -> _Round:
+        """Call a compiled round; a graph's finiteness check becomes the eager ValueError."""
+        try:
+            return _Round.from_moments(*compiled(*args))
+        except tf.errors.InvalidArgumentError as err:
+            raise ValueError(err.message.splitlines()[0]) from None
 
     def log_target(self, z: tf.Tensor) -> tf.Tensor:
         """``log N(z; 0, I) - log p_adj(D_e | theta(z))``, the unnormalised target, [S]."""
@@ -235,7 +315,19 @@ class _AdaptiveSampler:
 
     def one_shot(self, seed: Seed) -> _Round:
         """Moment-matched samples of ``q(theta | D)``; weights ``∝ 1 / p_adj``."""
-        z = gaussian.moment_matched_normal(self.num_samples, self.dim, seed)
+        num_samples, dim = self.num_samples, self.dim
+
+        def build(reference):
+            def compute(seed, q_loc, q_scale, radius_squared):
+                z = gaussian.moment_matched_normal(num_samples, dim, seed)
+                return _round_moments(reference(), z, q_loc, q_scale, radius_squared, None)
+            return compute
+
+        compiled = self._compiled(("one-shot",), build)
+        if compiled is not None:
+            return self._run(
+                compiled, sanitize_seed(seed), self.q_full.loc, self.scale, self.radius_squared)
+        z = gaussian.moment_matched_normal(num_samples, dim, seed)
         theta = self.q_full.loc + tf.matmul(z, self.scale, transpose_b=True)
         squared = tf.reduce_sum(z**2, axis=-1)
         log_unnormalised = -self.adjusted.smoothed(theta, 0.0, squared)
@@ -246,31 +338,47 @@ class _AdaptiveSampler:
     ) -> _Round:
         """Samples of ``a N(0, I) + (1 - a) N(loc, scale scale^T)`` (stratified: a fixed
         share from each component), weights ``p~_adj / mixture`` (the balance heuristic)."""
-        defensive_seed, component_seed = split_seed(seed, 2)
+        seeds = tf.stack(split_seed(seed, 2))
         num_defensive = int(round(defensive_weight * self.num_samples))
         num_component = self.num_samples - num_defensive
-        parts = []
-        if num_defensive:
-            parts.append(tf.random.stateless_normal(
-                [num_defensive, self.dim], seed=defensive_seed, dtype=tf.float64))
-        eps = tf.random.stateless_normal(
-            [num_component, self.dim], seed=component_seed, dtype=tf.float64)
-        parts.append(loc + tf.matmul(eps, scale, transpose_b=True))
-        z = tf.concat(parts, axis=0)
-        component = tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale)
-        log_terms = [component.log_prob(z) + math.log1p(-defensive_weight)]
-        if defensive_weight > 0.0:
-            log_terms.append(self.standard.log_prob(z) + math.log(defensive_weight))
-        log_proposal = tf.reduce_logsumexp(tf.stack(log_terms), axis=0)
+        dim = self.dim  # the compiled function outlives this sampler: it must not hold it
+
+        def samples_and_log_proposal(seeds, loc, scale):
+            parts = []
+            if num_defensive:
+                parts.append(tf.random.stateless_normal(
+                    [num_defensive, dim], seed=seeds[0], dtype=tf.float64))
+            eps = tf.random.stateless_normal(
+                [num_component, dim], seed=seeds[1], dtype=tf.float64)
+            parts.append(loc + tf.matmul(eps, scale, transpose_b=True))
+            z = tf.concat(parts, axis=0)
+            component = tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale)
+            log_terms = [component.log_prob(z) + math.log1p(-defensive_weight)]
+            if defensive_weight > 0.0:
+                standard = tfd.MultivariateNormalDiag(loc=tf.zeros([dim], tf.float64))
+                log_terms.append(standard.log_prob(z) + math.log(defensive_weight))
+            return z, tf.reduce_logsumexp(tf.stack(log_terms), axis=0)
+
+        def build(reference):
+            def compute(seeds, loc, scale, q_loc, q_scale, radius_squared):
+                z, log_proposal = samples_and_log_proposal(seeds, loc, scale)
+                return _round_moments(reference(), z, q_loc, q_scale, radius_squared, log_proposal)
+            return compute
+
+        compiled = self._compiled(("mixture", defensive_weight), build)
+        if compiled is not None:
+            return self._run(
+                compiled, seeds, loc, scale, self.q_full.loc, self.scale, self.radius_squared)
+        z, log_proposal = samples_and_log_proposal(seeds, loc, scale)
         log_unnormalised = ensure_finite(
             self.log_target(z) - log_proposal, "the importance log-weights"
         )
         return _Round(z, log_unnormalised - tf.reduce_logsumexp(log_unnormalised))
 
-
 def _stalled(history: List[float], moves: List[float], pool: "_Pool", target: float,
-             rounds_left: int, stall_rounds: int) -> bool:
-    """Whether the adaptive sampler should give up early (see :func:`unlearn_reverse_kl`).
+             rounds_left: int, stall_rounds: int) -> Optional[str]:
+    """Why the adaptive sampler should give up early (see :func:`unlearn_reverse_kl`), or
+    ``None`` when it should go on.
 
     ``history``: the effective sample size of every round so far (round 0 first);
     ``moves``: for every adaptive round, how far its estimate of the target's mean lies from
@@ -280,16 +388,26 @@ def _stalled(history: List[float], moves: List[float], pool: "_Pool", target: fl
     approaching ``target``), (b) none of them moved the estimate by a standard deviation or
     more (the proposal is not travelling towards a target further out), and (c) the pooled
     rounds, adding their mean effective sample size per round in each round left, would not
-    reach ``target`` either.
+    reach ``target`` either; or when (d) ``1 + 2 stall_rounds`` rounds have been drawn and
+    none reached ``d + 1`` effective samples: no round could estimate the target's
+    covariance, each proposal only moved and doubled its width, and the estimates jump
+    from round to round with the few samples that carry the weight (so (b) never holds).
     """
     if stall_rounds == 0 or len(moves) < stall_rounds:
-        return False
+        return None
+    dim = int(pool._first.shape[0])
+    if len(history) >= 1 + 2 * stall_rounds and max(history) < dim + 1.0:
+        return (f"no round in {len(history)} reached d + 1 = {dim + 1} effective samples, "
+                f"enough to estimate a covariance")
     before = max(history[:-stall_rounds])
     recent = max(history[-stall_rounds:])
     if recent >= STALL_FACTOR * before or max(moves[-stall_rounds:]) >= 1.0:
-        return False
+        return None
     pool_rate = pool.ess / pool.num_rounds if pool.num_rounds else 0.0
-    return pool.ess + rounds_left * pool_rate < target
+    if pool.ess + rounds_left * pool_rate >= target:
+        return None
+    return (f"no round in the last {stall_rounds} raised the effective sample size by a "
+            f"factor of {STALL_FACTOR:g} or moved the estimate by a standard deviation")
 
 
 def _next_proposal(
@@ -359,7 +477,10 @@ def unlearn_reverse_kl(
       proposal's standard deviations or more (a proposal still travelling towards a target
       in the tails is not stalled, however few effective samples it has), and the pooled
       rounds, at their mean effective sample size per round, would not reach ``target_ess``
-      in the rounds left.
+      in the rounds left. It also refuses when ``1 + 2 stall_rounds`` rounds (5 by
+      default) have been drawn and none reached ``d + 1`` effective samples: no round could
+      estimate the target's covariance, and the estimated mean jumps with the few samples
+      that carry the weight, so the previous rule never sees a stall.
       Like ``max_rounds``, the rule can turn a late answer into a refusal, never into a
       wrong answer: a returned estimate always reached ``target_ess``. Only a sampler whose
       effective sample size grows again after ``stall_rounds`` rounds without growth would
@@ -429,14 +550,14 @@ def unlearn_reverse_kl(
     estimate = (current.mean, current.cov, current.ess)
     proposal_cov = tf.eye(dim, dtype=tf.float64)
     rounds = 1
-    stalled = False
+    stalled: Optional[str] = None
     moves: List[float] = []
     while (
         current.ess < target and pool.ess < target and rounds <= rounds_allowed
         and adjusted.lam < 1.0
     ):
-        if _stalled(history, moves, pool, target, rounds_allowed + 1 - rounds, stall_rounds):
-            stalled = True
+        stalled = _stalled(history, moves, pool, target, rounds_allowed + 1 - rounds, stall_rounds)
+        if stalled:
             break
         loc, scale, proposal_cov = _next_proposal(*estimate, proposal_cov, widening)
         current = problem.mixture_round(loc, scale, defensive_weight, seeds[rounds])
@@ -459,11 +580,7 @@ def unlearn_reverse_kl(
             if sampler == "adaptive" else "sampling from q_full alone (sampler='one-shot')"
         )
         if stalled:
-            what += (
-                f", stopped early: no round in the last {stall_rounds} raised the effective "
-                f"sample size by a factor of {STALL_FACTOR:g} or moved the estimate by a "
-                f"standard deviation"
-            )
+            what += f", stopped early: {stalled}"
         error = DegenerateWeightsError(
             f"the importance weights are degenerate: effective sample size {current.ess:.3g} "
             f"< {target:.3g} needed, {what}, for d = {dim} and num_samples = {num_samples}; "
@@ -471,7 +588,7 @@ def unlearn_reverse_kl(
             f"{', '.join(format(e, '.3g') for e in history)})"
         )
         error.ess_history = tuple(history)
-        error.stalled = stalled
+        error.stalled = bool(stalled)
         raise error
     if adjusted.lam == 1.0:  # equal weights: the moments of q_full itself
         result, jitter = gaussian.copy_belief(q_full), 0.0
