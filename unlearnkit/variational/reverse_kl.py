@@ -142,10 +142,13 @@ def importance_ess(log_weights: object) -> float:
     if log_weights.shape.rank != 1 or log_weights.shape[0] == 0:
         raise ValueError(f"log_weights must have shape [S], got {log_weights.shape.as_list()}")
     ensure_finite(log_weights, "log_weights")
+    return float(_kish_ess(log_weights))
+
+
+def _kish_ess(log_weights: tf.Tensor) -> tf.Tensor:
+    """:func:`importance_ess` without the checks, as a tensor (usable inside a graph)."""
     shifted = log_weights - tf.reduce_max(log_weights)
-    return float(
-        tf.exp(2.0 * tf.reduce_logsumexp(shifted) - tf.reduce_logsumexp(2.0 * shifted))
-    )
+    return tf.exp(2.0 * tf.reduce_logsumexp(shifted) - tf.reduce_logsumexp(2.0 * shifted))
 
 
 def _weighted_moments(z: tf.Tensor, log_weights: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -231,7 +234,7 @@ class _Pool:
 
 _COMPILED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 """Compiled rounds for the package's linear-predictor likelihoods, kept while the likelihood
-lives (see :meth:`_AdaptiveSampler._compiled_round`)."""
+lives (see :meth:`_AdaptiveSampler._compiled`)."""
 
 
 def _round_moments(log_likelihood, z, q_loc, q_scale, radius_squared, log_proposal):
@@ -252,9 +255,7 @@ def _round_moments(log_likelihood, z, q_loc, q_scale, radius_squared, log_propos
             log_standard - values - log_proposal, "the importance log-weights"
         )
     log_weights = log_unnormalised - tf.reduce_logsumexp(log_unnormalised)
-    shifted = log_weights - tf.reduce_max(log_weights)
-    ess = tf.exp(2.0 * tf.reduce_logsumexp(shifted) - tf.reduce_logsumexp(2.0 * shifted))
-    return (ess, *_weighted_moments(z, log_weights))
+    return (_kish_ess(log_weights), *_weighted_moments(z, log_weights))
 
 
 class _AdaptiveSampler:
