@@ -150,6 +150,21 @@ def test_lbfgs_takes_a_compiled_value_and_gradient_as_it_is() -> None:
     assert value_and_gradient.experimental_get_tracing_count() == 1  # not traced again
 
 
+def test_lbfgs_evaluates_each_point_once() -> None:
+    calls = []
+
+    def value_and_gradient(x):  # counts its calls; L-BFGS-B asks for x0 and the end twice
+        calls.append(x.numpy())
+        return tf.reduce_sum((x - 1.0) ** 2 * [1.0, 10.0]), 2.0 * (x - 1.0) * [1.0, 10.0]
+
+    x, info = optimize.minimize_lbfgs(
+        value_and_gradient, tf.zeros(2, tf.float64), max_iterations=100, tolerance=1e-8,
+        returns_gradient=True)
+    np.testing.assert_allclose(x, [1.0, 1.0], atol=1e-8)
+    assert len(calls) == info.num_evaluations
+    assert len({c.tobytes() for c in calls}) == len(calls)
+
+
 def test_lbfgs_rejects_non_finite_trial_points_and_never_calls_them_converged() -> None:
     def barrier(x):  # finite only for x < 1; the minimum of (x - 3)^2 lies outside
         return tf.reduce_sum((x - 3.0) ** 2 - tf.math.log(1.0 - x))

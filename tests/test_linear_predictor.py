@@ -160,3 +160,25 @@ def test_bad_input_is_refused_by_name() -> None:
         LinearPredictorLogLikelihood(A, B_OFFSET, lambda t: t, num_quadrature_points=0)
     with pytest.raises(ValueError, match="scale_tril"):
         log_lik.gaussian_expectation(tf.zeros(4, tf.float64), tf.eye(3, dtype=tf.float64))
+
+
+def test_log_sigmoid_matches_softplus_with_its_first_and_second_derivatives() -> None:
+    from unlearnkit.variational.linear_predictor import log_sigmoid
+
+    grid = np.concatenate([
+        np.linspace(-800.0, 800.0, 4001), np.logspace(-300, 3, 300), -np.logspace(-300, 3, 300), [0.0, -0.0]
+    ])
+    f = tf.constant(grid)
+    results = []
+    for function in (lambda f: -tf.math.softplus(-f), log_sigmoid):
+        with tf.GradientTape() as outer:
+            outer.watch(f)
+            with tf.GradientTape() as inner:
+                inner.watch(f)
+                value = function(f)
+            first = inner.gradient(value, f)
+        results.append((value, first, outer.gradient(first, f)))
+    for reference, fast in zip(results[0], results[1]):
+        assert np.all(np.isfinite(fast))
+        np.testing.assert_allclose(fast, reference, rtol=1e-13, atol=1e-14)
+    assert np.all(results[1][0].numpy() <= 0.0)

@@ -153,3 +153,17 @@ def test_erased_indices() -> None:
         v.check_erased_indices([5], 5)
     with pytest.raises(TypeError, match="integer indices"):
         v.check_erased_indices([0.5], 5)
+
+
+def test_beliefs_are_checked_at_their_current_values_and_batched_scales_refused() -> None:
+    loc = tf.Variable([0.0, 1.0], dtype=tf.float64)
+    q = tfd.MultivariateNormalTriL(loc, tf.eye(2, dtype=tf.float64))
+    assert v.as_gaussian_belief(q) is q
+    loc.assign([np.nan, 1.0])  # a belief built on variables is read as it is now
+    with pytest.raises(ValueError, match="q_full's mean contains NaN"):
+        v.as_gaussian_belief(q)
+    batched = tfd.MultivariateNormalTriL(tf.zeros(2, tf.float64), tf.eye(2, batch_shape=[3], dtype=tf.float64))
+    with pytest.raises(ValueError, match="belief must have an empty batch shape"):
+        v.as_gaussian_belief(batched, "belief")
+    no_loc = v.as_gaussian_belief(tfd.MultivariateNormalDiag(scale_diag=tf.ones(3, tf.float64)))
+    np.testing.assert_array_equal(no_loc.loc, np.zeros(3))

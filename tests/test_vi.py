@@ -121,3 +121,29 @@ def test_bad_inputs_raise() -> None:
         fit_gaussian_vi(lambda t: t, prior, initial=prior)
     with pytest.raises(ValueError, match="NaN"):
         fit_gaussian_vi(lambda t: tf.math.log(-t[:, 0]), prior, initial=prior)
+
+
+# ------------------------------------------------------------- the whitened parameterisation
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5, 20])
+def test_numpy_unpacking_and_final_belief_match_the_tensorflow_ones(dim: int) -> None:
+    from unlearnkit.variational import gaussian
+
+    rng = np.random.default_rng(dim)
+    x = rng.normal(size=gaussian.num_parameters(dim))
+    a, B = gaussian.unpack(tf.constant(x), dim)
+    a_np, B_np = gaussian.unpack_numpy(x, dim)
+    np.testing.assert_array_equal(a_np, a.numpy())
+    np.testing.assert_allclose(B_np, B.numpy(), rtol=1e-15, atol=0.0)  # exp: NumPy's vs TF's
+    scale = np.tril(rng.normal(size=(dim, dim))) + 3.0 * np.eye(dim)
+    reference = tfd.MultivariateNormalTriL(tf.constant(rng.normal(size=dim)), tf.constant(scale))
+    slow = gaussian.belief_from_whitened(reference, a, B)
+    fast = gaussian.belief_from_packed(reference, x)
+    np.testing.assert_allclose(fast.loc, slow.loc, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(fast.scale.to_dense(), slow.scale.to_dense(), rtol=1e-14, atol=1e-14)
+    x[dim] = np.inf  # exp(inf) on the scale's diagonal
+    with pytest.raises(ValueError, match="unlearned scale"):
+        gaussian.belief_from_packed(reference, x)
+    with pytest.raises(ValueError, match="unlearned mean"):
+        gaussian.final_belief(reference, np.full(dim, np.nan), np.eye(dim))

@@ -339,25 +339,32 @@ def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNorma
             f"{name} must have dtype float64, got {q.dtype.name}: build it from float64 "
             f"tensors (e.g. tf.cast(loc, tf.float64))"
         )
-    if q.batch_shape.rank != 0:
-        raise ValueError(f"{name} must have an empty batch shape, got {q.batch_shape}")
-    if q.event_shape.rank != 1 or q.event_shape[0] in (None, 0):
+    loc = q.loc
+    if q.scale.shape.rank != 2 or (loc is not None and loc.shape.rank != 1):
+        # TFP's (slower) shape inference, for the error message
+        if q.batch_shape.rank != 0:
+            raise ValueError(f"{name} must have an empty batch shape, got {q.batch_shape}")
+    if q.scale.shape[-1] in (None, 0) or (loc is not None and loc.shape[-1] != q.scale.shape[-1]):
         raise ValueError(f"{name} must have event shape [d] with d >= 1, got {q.event_shape}")
     # q.loc is the mean (empty batch shape); q.mean() would cost milliseconds of broadcasting.
-    loc = q.loc if q.loc is not None else tf.zeros(q.event_shape, tf.float64)
-    loc = ensure_finite(tf.convert_to_tensor(loc), f"{name}'s mean")
+    # The checks run in NumPy: eager TensorFlow would cost milliseconds per belief.
+    loc = np.zeros(q.scale.shape[-1]) if loc is None else np.asarray(loc, dtype=np.float64)
+    if not np.all(np.isfinite(loc)):
+        raise ValueError(f"{name}'s mean contains NaN or infinite values")
     if isinstance(
         q.scale, (tf.linalg.LinearOperatorLowerTriangular, tf.linalg.LinearOperatorDiag)
     ):
-        scale = ensure_finite(q.scale.to_dense(), f"{name}'s scale")
+        scale = q.scale.to_dense().numpy()
+        if not np.all(np.isfinite(scale)):
+            raise ValueError(f"{name}'s scale contains NaN or infinite values")
     else:
         covariance = ensure_finite(q.covariance(), f"{name}'s covariance")
         try:
-            scale = tf.linalg.cholesky(covariance)
+            scale = tf.linalg.cholesky(covariance).numpy()
         except tf.errors.InvalidArgumentError as err:
             raise NotPositiveDefiniteError(f"{name}'s covariance is not positive definite") from err
-    diagonal = tf.linalg.diag_part(scale).numpy()
-    variances = tf.reduce_sum(scale**2, axis=-1).numpy()  # the covariance's diagonal
+    diagonal = np.diag(scale)
+    variances = np.sum(scale**2, axis=-1)  # the covariance's diagonal
     if not factor_is_positive_definite(diagonal, variances):
         raise NotPositiveDefiniteError(
             f"{name} is degenerate: its covariance is singular (the scale's diagonal has "
@@ -365,7 +372,9 @@ def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNorma
         )
     if isinstance(q, tfd.MultivariateNormalTriL) and np.all(diagonal > 0):
         return q
-    return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale * np.sign(diagonal)[None, :])
+    return tfd.MultivariateNormalTriL(
+        loc=tf.constant(loc), scale_tril=tf.constant(scale * np.sign(diagonal)[None, :])
+    )
 
 
 def check_callable(fn: object, name: str, expected: str) -> Callable:

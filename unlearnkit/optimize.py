@@ -126,9 +126,16 @@ def minimize_lbfgs(
         objective if returns_gradient else compile_value_and_gradient(objective, x0, name)
     )
 
+    last: dict = {}  # the latest point and its result: L-BFGS-B re-evaluates x0 and the end
+
     def evaluate(x: np.ndarray) -> Tuple[float, np.ndarray]:
-        value, gradient = value_and_gradient(tf.constant(x, dtype=tf.float64))
-        return float(value), gradient.numpy()
+        key = np.asarray(x, dtype=np.float64).tobytes()
+        if key not in last:
+            value, gradient = value_and_gradient(tf.constant(x, dtype=tf.float64))
+            last.clear()
+            last[key] = (float(value), gradient.numpy())
+        value, gradient = last[key]
+        return value, gradient.copy()
 
     try:
         offset, gradient0 = evaluate(x0.numpy())

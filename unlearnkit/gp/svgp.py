@@ -77,6 +77,7 @@ from unlearnkit.variational.linear_predictor import (
     expected_log_sigmoid,
     gauss_hermite,
     gauss_hermite_log_sigmoid,
+    log_sigmoid,
 )
 
 tfd = tfp.distributions
@@ -395,26 +396,28 @@ def _log_sigmoid_expectation_per_point(
     """``t [..., n] -> E_{f ~ N(t_i, v_i)}[log sigmoid(s_i f)] [..., n]``, point i with
     ``points[i]`` Gauss-Hermite nodes (0: :func:`expected_log_sigmoid`).
 
-    All nodes of all points are laid out side by side: ``f_j = t_{p(j)} + sqrt(v_{p(j)}) x_j``
-    for node j of point p(j), and one matrix product with the weights sums them back into
-    points. A handful of operations whatever the mix of node counts (cheap to trace).
+    All nodes of all points are laid out side by side: ``f_j = s_{p(j)} t_{p(j)} +
+    s_{p(j)} sqrt(v_{p(j)}) x_j`` for node j of point p(j), one matrix product spreads the
+    predictors over the nodes and another sums the weighted values back into points (with
+    a few dozen points, products are cheaper than a gather and its gradient). A handful of
+    operations whatever the mix of node counts (cheap to trace).
     """
     signs_np, variance_np = signs.numpy(), variance.numpy()
-    owner, offset, node_sign, weight = [], [], [], []
+    owner, offset, weight = [], [], []
     for i, num_points in enumerate(points):
         if num_points == 0:
             continue
         nodes, weights = gauss_hermite(int(num_points))
         owner += [i] * len(nodes)
         offset += list(signs_np[i] * np.sqrt(variance_np[i]) * nodes)
-        node_sign += [signs_np[i]] * len(nodes)
         weight += list(weights)
+    columns = np.arange(len(owner))
+    spreading = np.zeros((len(points), len(owner)))
+    spreading[owner, columns] = signs_np[owner]  # [n, nodes]: the signed predictor of each node
     summing = np.zeros((len(owner), len(points)))
-    summing[np.arange(len(owner)), owner] = weight  # [nodes, n]
-    owner = tf.constant(np.array(owner, dtype=np.int32))
+    summing[columns, owner] = weight  # [nodes, n]
     offset = tf.constant(np.array(offset, dtype=np.float64))
-    node_sign = tf.constant(np.array(node_sign, dtype=np.float64))
-    summing = tf.constant(summing)
+    spreading, summing = tf.constant(spreading), tf.constant(summing)
     exact = np.flatnonzero(points == 0)  # points whose variance needs the accurate rule
     exact_sum = np.zeros((len(exact), len(points)))
     exact_sum[np.arange(len(exact)), exact] = 1.0
@@ -422,8 +425,10 @@ def _log_sigmoid_expectation_per_point(
     exact_signs, exact_variance = tf.gather(signs, exact), tf.gather(variance, exact)
 
     def per_point(t: tf.Tensor) -> tf.Tensor:
-        f = node_sign * tf.gather(t, owner, axis=-1) + offset  # [..., nodes], signed
-        values = -tf.tensordot(tf.math.softplus(-f), summing, axes=1) if len(points) > len(exact) else 0.0
+        values = 0.0
+        if len(points) > len(exact):
+            f = tf.tensordot(t, spreading, axes=1) + offset  # [..., nodes], signed
+            values = tf.tensordot(log_sigmoid(f), summing, axes=1)
         if len(exact):
             signed = exact_signs * tf.gather(t, exact, axis=-1)
             values += tf.tensordot(expected_log_sigmoid(signed, exact_variance + 0.0 * signed), exact_sum, axes=1)
@@ -466,7 +471,7 @@ def _logistic_functions(signs, variance, kind, num_points):
     ``num_points``: Gauss-Hermite nodes of the variational kind, one per point ([n] ints).
     """
     if kind == "conditional_mean":
-        per_point = lambda t: -tf.math.softplus(-signs * t)  # noqa: E731
+        per_point = lambda t: log_sigmoid(signs * t)  # noqa: E731
         expected = lambda mean, var: expected_log_sigmoid(signs * mean, var)  # noqa: E731
         return per_point, expected
     if kind == "variational":
@@ -631,7 +636,8 @@ def conditional_predictive_mean(
 
 
 class _StableLogisticBernoulli(gpflow.likelihoods.Bernoulli):
-    """GPflow's ``Bernoulli(invlink=tf.sigmoid)`` with ``log p(y | f) = -softplus(-(2y - 1) f)``.
+    """GPflow's ``Bernoulli(invlink=tf.sigmoid)`` with ``log p(y | f) = log sigmoid((2y - 1) f)``
+    computed by :func:`~unlearnkit.variational.linear_predictor.log_sigmoid`.
 
     Mathematically the same likelihood; GPflow's own log density, ``log(1 - sigmoid(f))``
     for label 0, is ``-inf`` (and its gradient NaN) for f above about 37.
@@ -641,7 +647,7 @@ class _StableLogisticBernoulli(gpflow.likelihoods.Bernoulli):
         super().__init__(invlink=tf.sigmoid)
 
     def _scalar_log_prob(self, X: tf.Tensor, F: tf.Tensor, Y: tf.Tensor) -> tf.Tensor:
-        return -tf.math.softplus(-(2.0 * Y - 1.0) * F)
+        return log_sigmoid((2.0 * Y - 1.0) * F)
 
 
 def _conditional_mean_loss(model: gpflow.models.SVGP, X: tf.Tensor, y: tf.Tensor) -> Callable:

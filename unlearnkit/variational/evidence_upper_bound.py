@@ -111,18 +111,14 @@ def _region_mass(lam: float, dim: int) -> float:
 
 
 class _Unpacker:
-    """:func:`gaussian.unpack` in three gathers (cheap to trace), also returning ``log diag(B)``.
-
-    The layout of the packed vector is read off ``gaussian.unpack`` itself, once.
-    """
+    """:func:`gaussian.unpack` in three gathers (cheap to trace), also returning ``log diag(B)``
+    (the layout of the packed vector is :func:`gaussian.packed_layout`)."""
 
     def __init__(self, dim: int) -> None:
-        size = dim * (dim + 1) // 2
-        positions = tfp.math.fill_triangular(tf.range(1, size + 1, dtype=tf.float64)).numpy()
+        off_diagonal, diagonal = gaussian.packed_layout(dim)
         self.dim = dim
-        off_diagonal = np.tril(positions, -1).astype(np.int64)  # 0: a structural zero
-        self.off_diagonal = tf.constant(off_diagonal.ravel())  # into [0, b]
-        self.diagonal = tf.constant(np.diag(positions).astype(np.int64) - 1)  # into b
+        self.off_diagonal = tf.constant(off_diagonal.ravel())  # into [0, b]; 0: a zero
+        self.diagonal = tf.constant(diagonal)  # into b
 
     def __call__(self, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         b = x[self.dim :]
@@ -484,8 +480,7 @@ def unlearn_eubo_grid(
             name=f"the EUBO (lam = {lam:g})",
             returns_gradient=returns_gradient,
         )
-        a, B = gaussian.unpack(x, dim)
-        beliefs.append(gaussian.belief_from_whitened(adjusted.q_full, a, B))
+        beliefs.append(gaussian.belief_from_packed(adjusted.q_full, x))
         infos.append(
             OptimizationInfo(
                 objective=info.objective,

@@ -188,5 +188,5 @@ def fit_gaussian_vi(
         tolerance=tolerance,
         name="the negative ELBO",
     )
-    result = gaussian.belief_from_whitened(initial, *gaussian.unpack(x, dim))
+    result = gaussian.belief_from_packed(initial, x)
     return (result, info) if return_info else result

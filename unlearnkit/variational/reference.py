@@ -373,7 +373,7 @@ class GridDensity:
             tolerance=tolerance,
             name="KL[q || p] on the grid",
         )
-        return gaussian.belief_from_whitened(initial, *gaussian.unpack(x, dim)), info
+        return gaussian.belief_from_packed(initial, x), info
 
     def _check_event(self, q: tfd.MultivariateNormalTriL) -> None:
         if int(q.event_shape[0]) != self.dim:

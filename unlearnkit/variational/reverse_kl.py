@@ -595,7 +595,7 @@ def unlearn_reverse_kl(
         result, jitter = gaussian.copy_belief(q_full), 0.0
     else:
         scale, jitter = _cholesky_with_jitter(cov, ess)
-        result = gaussian.belief_from_whitened(q_full, mean, scale)
+        result = gaussian.final_belief(q_full, mean, scale)
     if not return_info:
         return result
     info = ImportanceInfo(
