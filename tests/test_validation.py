@@ -167,3 +167,10 @@ def test_beliefs_are_checked_at_their_current_values_and_batched_scales_refused(
         v.as_gaussian_belief(batched, "belief")
     no_loc = v.as_gaussian_belief(tfd.MultivariateNormalDiag(scale_diag=tf.ones(3, tf.float64)))
     np.testing.assert_array_equal(no_loc.loc, np.zeros(3))
+
+
+def test_ensure_finite_checks_numpy_arrays_in_numpy() -> None:
+    array = np.array([1.0, 2.0])
+    assert v.ensure_finite(array, "x") is array
+    with pytest.raises(ValueError, match="x contains NaN or infinite values"):
+        v.ensure_finite(np.array([1.0, np.inf]), "x")

@@ -154,7 +154,7 @@ def as_float64_vector(value: object, name: str, *, size: Optional[int] = None) -
 
 
 def ensure_finite(tensor: tf.Tensor, name: str) -> tf.Tensor:
-    """Return ``tensor`` unchanged, or raise if it has NaN or inf entries.
+    """Return ``tensor`` (or a NumPy array) unchanged, or raise if it has NaN or inf entries.
 
     Eagerly this raises ``ValueError`` at once. Inside a ``tf.function`` it adds a check to
     the graph (``tf.debugging.assert_all_finite``) that raises
@@ -162,6 +162,10 @@ def ensure_finite(tensor: tf.Tensor, name: str) -> tf.Tensor:
     (see :func:`unlearnkit.optimize.minimize_lbfgs`) turn that into a rejected step or a
     ``ValueError`` that names the quantity.
     """
+    if isinstance(tensor, np.ndarray):  # checked in NumPy: microseconds, not milliseconds
+        if not np.all(np.isfinite(tensor)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return tensor
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(tf.math.is_finite(tensor))):
             raise ValueError(f"{name} contains NaN or infinite values")
@@ -340,23 +344,19 @@ def as_gaussian_belief(q: object, name: str = "q_full") -> tfd.MultivariateNorma
             f"tensors (e.g. tf.cast(loc, tf.float64))"
         )
     loc = q.loc
-    if q.scale.shape.rank != 2 or (loc is not None and loc.shape.rank != 1):
-        # TFP's (slower) shape inference, for the error message
-        if q.batch_shape.rank != 0:
-            raise ValueError(f"{name} must have an empty batch shape, got {q.batch_shape}")
+    batched = q.scale.shape.rank != 2 or (loc is not None and loc.shape.rank != 1)
+    if batched and q.batch_shape.rank != 0:  # TFP's (slower) shape inference only if needed
+        raise ValueError(f"{name} must have an empty batch shape, got {q.batch_shape}")
     if q.scale.shape[-1] in (None, 0) or (loc is not None and loc.shape[-1] != q.scale.shape[-1]):
         raise ValueError(f"{name} must have event shape [d] with d >= 1, got {q.event_shape}")
     # q.loc is the mean (empty batch shape); q.mean() would cost milliseconds of broadcasting.
     # The checks run in NumPy: eager TensorFlow would cost milliseconds per belief.
     loc = np.zeros(q.scale.shape[-1]) if loc is None else np.asarray(loc, dtype=np.float64)
-    if not np.all(np.isfinite(loc)):
-        raise ValueError(f"{name}'s mean contains NaN or infinite values")
+    loc = ensure_finite(loc, f"{name}'s mean")
     if isinstance(
         q.scale, (tf.linalg.LinearOperatorLowerTriangular, tf.linalg.LinearOperatorDiag)
     ):
-        scale = q.scale.to_dense().numpy()
-        if not np.all(np.isfinite(scale)):
-            raise ValueError(f"{name}'s scale contains NaN or infinite values")
+        scale = ensure_finite(q.scale.to_dense().numpy(), f"{name}'s scale")
     else:
         covariance = ensure_finite(q.covariance(), f"{name}'s covariance")
         try:

@@ -82,8 +82,8 @@ from unlearnkit.variational.adjusted import (
     smooth_region_weight,
 )
 from unlearnkit.variational.linear_predictor import (
-    LinearPredictorLogLikelihood,
     has_gaussian_expectation,
+    keeps_compiled_graphs,
 )
 
 tfd = tfp.distributions
@@ -137,13 +137,6 @@ def _whitened_kl(a: tf.Tensor, B: tf.Tensor, log_diagonal: tf.Tensor) -> tf.Tens
 _COMPILED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 """Compiled objectives of package-built likelihoods, kept while the likelihood lives (see
 :meth:`_WhitenedEUBO.compiled`)."""
-
-
-def _cacheable(log_likelihood: object) -> bool:
-    """Only the package's own linear-predictor likelihoods (immutable once built, such as
-    :func:`unlearnkit.gp.erased_log_likelihood`'s) share compiled objectives across calls: a
-    user's callable may change in place, which a reused graph would not see."""
-    return isinstance(log_likelihood, LinearPredictorLogLikelihood)
 
 
 def _eubo_value(log_likelihood, expectation, a, B, log_diagonal, radius_squared, beta,
@@ -275,7 +268,7 @@ class _WhitenedEUBO:
         log_likelihood = self.log_likelihood
         key = (plain, smoothing, self.dim, None if self.eps is None else int(self.eps.shape[0]))
         cache = None
-        if _cacheable(log_likelihood):
+        if keeps_compiled_graphs(log_likelihood):
             cache = _COMPILED.setdefault(log_likelihood, {})
             if key in cache:
                 return cache[key]
@@ -390,7 +383,7 @@ def _check_callable_output(adjusted: AdjustedLogLikelihood) -> None:
     first axis): the callable returns finite values of shape [S] with a gradient. The
     package's linear-predictor likelihoods are TensorFlow code returning [S] by construction,
     and are not probed (a non-finite objective at the start is refused by the optimiser)."""
-    if _cacheable(adjusted.erased_log_likelihood):
+    if keeps_compiled_graphs(adjusted.erased_log_likelihood):
         return
     loc, scale = adjusted.q_full.loc, adjusted.q_full.scale.to_dense()
     probe = tf.stack([loc, loc + scale[:, 0]])

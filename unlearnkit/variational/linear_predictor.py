@@ -44,6 +44,7 @@ __all__ = [
     "gauss_hermite_log_sigmoid",
     "expected_log_sigmoid",
     "has_gaussian_expectation",
+    "keeps_compiled_graphs",
 ]
 
 DEFAULT_QUADRATURE_POINTS = 32
@@ -180,6 +181,16 @@ def expected_log_sigmoid(mean: tf.Tensor, variance: tf.Tensor) -> tf.Tensor:
 def has_gaussian_expectation(log_likelihood: object) -> bool:
     """Whether ``log_likelihood`` offers ``gaussian_expectation(loc, scale_tril)``."""
     return callable(getattr(log_likelihood, "gaussian_expectation", None))
+
+
+def keeps_compiled_graphs(log_likelihood: object) -> bool:
+    """Whether graphs compiled for ``log_likelihood`` may be kept across calls.
+
+    Only the package's own linear-predictor likelihoods (immutable once built, such as
+    :func:`unlearnkit.gp.erased_log_likelihood`'s) qualify: a user's callable may change in
+    place, which a reused graph would not see.
+    """
+    return isinstance(log_likelihood, LinearPredictorLogLikelihood)
 
 
 PerPoint = Callable[[tf.Tensor], tf.Tensor]

@@ -66,7 +66,7 @@ from unlearnkit.likelihoods import LogLikelihood
 from unlearnkit.seeds import Seed, sanitize_seed, split_seed
 from unlearnkit.variational import gaussian
 from unlearnkit.variational.adjusted import AdjustedLogLikelihood
-from unlearnkit.variational.linear_predictor import LinearPredictorLogLikelihood
+from unlearnkit.variational.linear_predictor import keeps_compiled_graphs
 
 tfd = tfp.distributions
 
@@ -282,7 +282,7 @@ class _AdaptiveSampler:
         """The compiled function ``build()`` for this likelihood and ``key``, or ``None``
         (the likelihood is not one of the package's: run eagerly)."""
         log_likelihood = self.adjusted.erased_log_likelihood
-        if not isinstance(log_likelihood, LinearPredictorLogLikelihood) or self.adjusted.lam == 1.0:
+        if not keeps_compiled_graphs(log_likelihood) or self.adjusted.lam == 1.0:
             return None
         cache = _COMPILED.setdefault(log_likelihood, {})
         key = (*key, self.radius_squared is None, self.num_samples, self.dim)
