@@ -354,6 +354,55 @@ def test_fit_inducing_posterior_gaussian_matches_the_optimal_q_u():
     np.testing.assert_allclose(var_new, var, atol=1e-4)
 
 
+def _fit_with_gpflow_defaults(model, X_fit, Y_fit):
+    """What fit_inducing_posterior computes, with GPflow's default compilation (autograph)."""
+    new = gpflow.utilities.deepcopy(model)
+    new.num_data = len(X_fit)
+    gpflow.optimizers.Scipy().minimize(
+        new.training_loss_closure((X_fit, Y_fit)),
+        [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable],
+        options={"maxiter": 1000},
+    )
+    return new
+
+
+def test_fit_inducing_posterior_is_gpflows_fit_compiled_without_autograph():
+    model = _svgp("gaussian", whiten=True, mean=True)
+    model.num_data = 24
+    new = gp.fit_inducing_posterior(model, X[4:], Y_REG[4:])
+    expected = _fit_with_gpflow_defaults(model, X[4:], Y_REG[4:])
+    # the same graph, so the same optimum up to rounding
+    np.testing.assert_allclose(new.q_mu.numpy(), expected.q_mu.numpy(), atol=1e-9)
+    np.testing.assert_allclose(new.q_sqrt.numpy(), expected.q_sqrt.numpy(), atol=1e-9)
+
+
+class _ClippedLinear(gpflow.mean_functions.MeanFunction):
+    """A mean function with Python control flow on a tensor: only autograph can trace it."""
+
+    def __call__(self, X):
+        if tf.reduce_max(X) > 100.0:
+            return tf.zeros_like(X[:, :1])
+        return 0.5 * X[:, :1]
+
+
+def test_fit_inducing_posterior_falls_back_to_autograph_for_python_control_flow():
+    model = _svgp("gaussian", whiten=True)
+    model.mean_function = _ClippedLinear()
+    model.num_data = 24
+    with pytest.raises(TypeError):  # the premise: the model needs autograph
+        tf.function(model.training_loss_closure((X, Y_REG), compile=False), autograph=False)()
+    new = gp.fit_inducing_posterior(model, X, Y_REG)
+    expected = _fit_with_gpflow_defaults(model, X, Y_REG)
+    np.testing.assert_allclose(new.q_mu.numpy(), expected.q_mu.numpy(), atol=1e-10)
+    assert new.elbo((X, Y_REG)) > model.elbo((X, Y_REG)) + 1e-3
+    # the compiled conditionals fall back too: E[y | x, u] = m(x) + k_u(x)ᵀ K_uu⁻¹ u here
+    u = RNG.normal(size=(3, 5))
+    Z = new.inducing_variable.Z
+    kuu = new.kernel(Z) + gpflow.config.default_jitter() * tf.eye(5, dtype=tf.float64)
+    expected_mean = 0.5 * X[:4, :1].T + u @ np.linalg.solve(kuu, new.kernel(Z, X[:4]))
+    np.testing.assert_allclose(gp.conditional_predictive_mean(new, X[:4])(u), expected_mean, atol=1e-8)
+
+
 def test_fit_inducing_posterior_rejects_bad_input():
     with pytest.raises(ValueError, match="y"):
         gp.fit_inducing_posterior(_FIXED_MODEL, X[:5], Y_CLASS[:4])

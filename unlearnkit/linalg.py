@@ -82,7 +82,6 @@ def cholesky(
     if matrix.shape.rank < 2 or matrix.shape[-1] != matrix.shape[-2] or matrix.shape[-1] == 0:
         raise ValueError(f"{name} must have shape [..., d, d] with d >= 1, got {matrix.shape.as_list()}")
     matrix = 0.5 * (matrix + tf.linalg.matrix_transpose(matrix))
-    dim = int(matrix.shape[-1])
     try:
         factor = tf.linalg.cholesky(matrix)
     except tf.errors.InvalidArgumentError:

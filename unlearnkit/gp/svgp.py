@@ -214,6 +214,19 @@ def _conditional_moments(model: gpflow.models.SVGP, X: tf.Tensor):
     return projection, variance, tf.convert_to_tensor(model.mean_function(X))
 
 
+def _compile_without_autograph(function: Callable, *signature: tf.TensorSpec) -> Callable:
+    """``function`` as a ``tf.function`` of ``signature``, traced now without autograph
+    (converting GPflow's source costs seconds on a process's first trace, and GPflow's
+    kernels, mean functions and likelihoods need no Python control flow on tensors); with
+    autograph if the model's code does."""
+    compiled = tf.function(function, input_signature=list(signature), autograph=False)
+    try:
+        compiled.get_concrete_function()
+    except TypeError:  # tf.errors.OperatorNotAllowedInGraphError is one
+        compiled = tf.function(function, input_signature=list(signature))
+    return compiled
+
+
 _COMPILED_CONDITIONALS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 """:func:`_conditional_moments` compiled per model, kept while the model lives."""
 
@@ -230,10 +243,9 @@ def _compiled_conditional_moments(model: gpflow.models.SVGP, X: tf.Tensor):
     if key not in cache:
         cache.clear()  # graphs of replaced variables are stale
         reference = weakref.ref(model)
-        function = tf.function(
+        function = _compile_without_autograph(
             lambda X: _conditional_moments(reference(), X),
-            input_signature=[tf.TensorSpec([None, int(X.shape[1])], tf.float64)],
-            autograph=False,
+            tf.TensorSpec([None, int(X.shape[1])], tf.float64),
         )
         function._omit_frequent_tracing_warning = True  # one trace per model, not retracing
         cache[key] = function
@@ -622,12 +634,13 @@ def conditional_predictive_mean(
 
     bernoulli = isinstance(likelihood, gpflow.likelihoods.Bernoulli)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, num_inducing], tf.float64)])
-    def _predictive_mean(u: tf.Tensor) -> tf.Tensor:
+    def _mean(u: tf.Tensor) -> tf.Tensor:
         mean, _ = likelihood.predict_mean_and_var(X, conditional.mean(u), variance)
         if bernoulli:  # quadrature weights sum to 1 only up to rounding: keep p in [0, 1]
             mean = tf.clip_by_value(mean, 0.0, 1.0)
         return mean[..., 0]
+
+    _predictive_mean = _compile_without_autograph(_mean, tf.TensorSpec([None, num_inducing], tf.float64))
 
     def predictive_mean(u: tf.Tensor) -> tf.Tensor:
         return _predictive_mean(check_u(u))
@@ -666,6 +679,21 @@ def _conditional_mean_loss(model: gpflow.models.SVGP, X: tf.Tensor, y: tf.Tensor
         return model.prior_kl() - tf.reduce_sum(expected)
 
     return loss
+
+
+def _minimize_scipy(loss: Callable[[], tf.Tensor], variables: list, max_iterations: int):
+    """``gpflow.optimizers.Scipy().minimize`` with the loss and gradient compiled *without*
+    autograph: converting GPflow's source costs seconds on a process's first trace (~1 s
+    after), and its ELBOs need no Python control flow on tensors. A model whose code does
+    cannot be traced so; it is compiled with GPflow's default (autograph) instead, and
+    L-BFGS then starts from the same point (the failed trace assigns nothing)."""
+    options = {"maxiter": max_iterations}
+    try:
+        return gpflow.optimizers.Scipy().minimize(
+            loss, variables, options=options, tf_fun_args={"autograph": False}
+        )
+    except TypeError:  # tf.errors.OperatorNotAllowedInGraphError is one
+        return gpflow.optimizers.Scipy().minimize(loss, variables, options=options)
 
 
 def fit_inducing_posterior(
@@ -721,14 +749,12 @@ def fit_inducing_posterior(
     if is_logistic_bernoulli(own_likelihood):
         new.likelihood = _StableLogisticBernoulli()
     if kind == "variational":
-        loss = new.training_loss_closure((X, y))
+        loss = new.training_loss_closure((X, y), compile=False)
     else:
         loss = _conditional_mean_loss(new, X, y)
     try:
-        result = gpflow.optimizers.Scipy().minimize(
-            loss,
-            [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable],
-            options={"maxiter": max_iterations},
+        result = _minimize_scipy(
+            loss, [new.q_mu.unconstrained_variable, new.q_sqrt.unconstrained_variable], max_iterations
         )
     finally:
         new.likelihood = own_likelihood
