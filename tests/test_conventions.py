@@ -180,6 +180,38 @@ def test_lbfgs_rejects_non_finite_trial_points_and_never_calls_them_converged() 
         )
 
 
+def _rosenbrock(x):
+    return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
+
+
+def test_lbfgs_on_a_monte_carlo_objective_stops_when_iterations_gain_less_than_its_noise() -> None:
+    x0 = tf.constant([-1.2, 1.0], tf.float64)
+    exact, exact_info = optimize.minimize_lbfgs(
+        _rosenbrock, x0, max_iterations=500, tolerance=1e-8, record_path=True)
+    noise = 1.0  # a standard error of 1: decreases below 0.01 are negligible
+    x, info = optimize.minimize_lbfgs(
+        _rosenbrock, x0, max_iterations=500, tolerance=1e-8, record_path=True, noise=noise)
+    assert info.converged and "Monte Carlo standard error" in info.message
+    assert info.num_iterations < exact_info.num_iterations
+    # the same iterates as without the rule, up to the stop
+    np.testing.assert_array_equal(info.path, exact_info.path[: len(info.path)])
+    decreases = -np.diff([float(_rosenbrock(p)) for p in info.path])
+    negligible = decreases < optimize.NOISE_FRACTION * noise
+    patience = optimize.NOISE_PATIENCE
+    assert negligible[-patience:].all()  # it stopped after `patience` negligible iterations
+    runs = [negligible[i : i + patience].all() for i in range(len(negligible) - patience)]
+    assert not any(runs)  # and not before
+    assert float(_rosenbrock(x)) - exact_info.objective < patience * optimize.NOISE_FRACTION * noise * 10
+
+
+@pytest.mark.parametrize("noise, error", [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                                          ("1", TypeError), (True, TypeError)])
+def test_lbfgs_refuses_a_bad_noise_by_name(noise, error) -> None:
+    with pytest.raises(error, match="noise"):
+        optimize.minimize_lbfgs(_rosenbrock, tf.zeros(2, tf.float64), max_iterations=5, tolerance=1e-6,
+                                noise=noise)
+
+
 # ------------------------------------------------------------------------------ linalg
 
 

@@ -246,6 +246,26 @@ def test_closed_form_unlearning_agrees_with_monte_carlo_unlearning() -> None:
     assert float(gaussian_kl(sampled, closed)) < 0.01 * float(gaussian_kl(closed, q_full))
 
 
+@pytest.mark.parametrize("lam", [1e-2, 1e-5])
+def test_sampled_unlearning_stops_once_iterations_gain_less_than_the_monte_carlo_noise(lam) -> None:
+    from unlearnkit import optimize
+    from unlearnkit.variational import evidence_upper_bound, gaussian
+    from unlearnkit.variational.adjusted import AdjustedLogLikelihood
+
+    q_full, _, plain = _structured_logistic_problem(n=30)
+    problem = evidence_upper_bound._WhitenedEUBO(AdjustedLogLikelihood(plain, q_full, lam), 2000, 0, 0.02)
+    noise = problem.standard_error(lam, 0.02)
+    objective, _ = problem.compiled(lam, 0.02)
+    x0 = tf.zeros([gaussian.num_parameters(3)], tf.float64)
+    _, full = optimize.minimize_lbfgs(objective, x0, max_iterations=1000, tolerance=1e-6,
+                                      returns_gradient=True)  # to L-BFGS's own tolerance
+    belief, info = unlearn_eubo(q_full, plain, lam, seed=0, num_samples=2000, return_info=True)
+    assert noise > 0 and info.converged
+    assert info.num_evaluations <= full.num_evaluations
+    # what the rule leaves on the table is far below the estimate's noise
+    assert 0.0 <= info.objective - full.objective < 0.1 * noise
+
+
 def test_grid_gives_what_single_calls_give() -> None:
     q_full, structured, _ = _structured_logistic_problem()
     lams = [0.3, 1e-4, 0.0, 1.0]

@@ -10,6 +10,10 @@ Conventions, the same for every caller:
   of the objective, measured from its starting value, falls below ``tolerance**2``
   (``ftol``; measuring from the start makes it insensitive to a constant offset of the
   objective, such as 1e12 added to a log-likelihood);
+- a Monte Carlo objective (one whose ``noise``, the standard error of its estimate, is
+  given) also stops once :data:`NOISE_PATIENCE` iterations in a row have each decreased it
+  by less than :data:`NOISE_FRACTION` of that standard error: what further iterations find
+  is below what the samples resolve;
 - a trial point where the objective or its gradient is not finite is rejected (the line
   search backtracks); it never ends the optimisation as converged;
 - an objective that does not depend on the parameters through TensorFlow operations (for
@@ -23,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import scipy.optimize
@@ -33,6 +37,12 @@ from unlearnkit.diagnostics import OptimizationInfo
 from unlearnkit.errors import ConvergenceWarning
 
 __all__ = ["minimize_lbfgs", "compile_value_and_gradient", "OptimizationInfo"]
+
+NOISE_FRACTION = 0.01
+"""A Monte Carlo objective's iteration is negligible when it decreases the objective by
+less than this fraction of the estimate's standard error."""
+NOISE_PATIENCE = 3
+"""Negligible iterations in a row that end the minimisation of a Monte Carlo objective."""
 
 ValueAndGradient = Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]
 
@@ -85,6 +95,14 @@ def compile_value_and_gradient(
     return eager
 
 
+def _check_noise(noise: object) -> float:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating, np.integer)):
+        raise TypeError(f"noise must be a positive number or None, got {type(noise).__name__}")
+    if not (math.isfinite(noise) and noise > 0):
+        raise ValueError(f"noise must be a positive finite number or None, got {noise!r}")
+    return float(noise)
+
+
 def minimize_lbfgs(
     objective: Callable[[tf.Tensor], tf.Tensor],
     x0: tf.Tensor,
@@ -94,6 +112,7 @@ def minimize_lbfgs(
     name: str = "the objective",
     record_path: bool = False,
     returns_gradient: bool = False,
+    noise: Optional[float] = None,
 ) -> Tuple[tf.Tensor, OptimizationInfo]:
     """Minimise a deterministic TensorFlow objective with scipy's L-BFGS-B.
 
@@ -109,6 +128,10 @@ def minimize_lbfgs(
         returns_gradient: ``objective(x)`` already returns ``(value, gradient)`` (for
             example a ``tf.function`` the caller compiled once and reuses across calls):
             it is called as it is, without being wrapped and traced again.
+        noise: the standard error of a Monte Carlo objective's estimate (> 0), or ``None``
+            for an exact one. Given, L-BFGS also stops after :data:`NOISE_PATIENCE`
+            iterations in a row that each decrease the objective by less than
+            :data:`NOISE_FRACTION` times ``noise`` (and the run counts as converged).
 
     Returns:
         The minimiser ``[P]`` and an :class:`~unlearnkit.diagnostics.OptimizationInfo`.
@@ -154,12 +177,26 @@ def minimize_lbfgs(
         return value - offset, gradient
 
     path = [x0.numpy()] if record_path else None
+    negligible = None if noise is None else NOISE_FRACTION * _check_noise(noise)
+    progress = {"value": 0.0, "negligible_in_a_row": 0}  # the shifted objective starts at 0
+
+    def callback(intermediate_result: scipy.optimize.OptimizeResult) -> None:
+        if record_path:
+            path.append(np.array(intermediate_result.x))
+        if negligible is None:
+            return
+        decrease = progress["value"] - intermediate_result.fun
+        progress["value"] = intermediate_result.fun
+        progress["negligible_in_a_row"] = progress["negligible_in_a_row"] + 1 if decrease < negligible else 0
+        if progress["negligible_in_a_row"] >= NOISE_PATIENCE:
+            raise StopIteration
+
     result = scipy.optimize.minimize(
         shifted,
         x0.numpy(),
         jac=True,
         method="L-BFGS-B",
-        callback=(lambda x: path.append(np.array(x))) if record_path else None,
+        callback=callback if record_path or negligible is not None else None,
         options={
             "maxiter": max_iterations,
             "gtol": tolerance,
@@ -170,8 +207,14 @@ def minimize_lbfgs(
     value, gradient = shifted(result.x)
     if not (math.isfinite(value) and np.all(np.isfinite(result.x))):
         raise ValueError(f"{name} became non-finite during optimisation")
-    converged = bool(result.success) or float(np.max(np.abs(gradient))) <= tolerance
-    message = str(result.message)
+    below_noise = progress["negligible_in_a_row"] >= NOISE_PATIENCE
+    converged = bool(result.success) or below_noise or float(np.max(np.abs(gradient))) <= tolerance
+    message = (
+        f"{NOISE_PATIENCE} iterations in a row decreased the objective by less than "
+        f"{NOISE_FRACTION:g} of its Monte Carlo standard error"
+        if below_noise
+        else str(result.message)
+    )
     if not converged:
         warnings.warn(
             f"L-BFGS on {name} stopped before convergence after {result.nit} iterations "

@@ -39,6 +39,12 @@ expectation over the base samples. The identity holds for any constant ``beta``;
 if ``w`` and the log-likelihood were independent), which removes most of the Monte Carlo
 noise when the region holds most of the mass (small ``lam``), and none of the signal.
 
+**When to stop.** For ``lam > 0`` the objective is a Monte Carlo estimate, whose standard
+error (measured at the start, over the base samples) bounds what the samples can resolve:
+L-BFGS also stops once three iterations in a row each lower it by less than 1% of that error
+(:func:`~unlearnkit.optimize.minimize_lbfgs`'s ``noise``). On the sparse-GP moons problem
+this saves a third of the evaluations and changes no averaged KL in its first four digits.
+
 **A grid of lam.** :func:`unlearn_eubo_grid` unlearns for several values of ``lam`` in one
 call: the base samples, the checks, and the compiled objective (``lam`` enters it as a
 tensor) are shared, so only the first value pays for TensorFlow's tracing.
@@ -155,16 +161,24 @@ def _eubo_value(log_likelihood, expectation, a, B, log_diagonal, radius_squared,
     z = a + tf.matmul(eps, B, transpose_b=True)  # [S, d], whitened samples of q_u
     theta = loc + tf.matmul(z, scale, transpose_b=True)
     values = tf.cast(log_likelihood(theta), tf.float64)  # [S]
+    terms = _sampled_terms(values, z, radius_squared, beta, smoothing, expectation is not None)
+    if expectation is None or radius_squared is None:
+        return tf.reduce_mean(terms) + kl
+    return beta * expected + tf.reduce_mean(terms) + kl
+
+
+def _sampled_terms(values, z, radius_squared, beta, smoothing, controlled: bool) -> tf.Tensor:
+    """The [S] terms whose average estimates ``U~``'s expectation: ``log p(D_e | theta_s)``
+    [S] (``values``) weighted by the region's (smoothed) indicator at the whitened samples
+    ``z`` [S, d], less ``beta`` when ``controlled`` (the control variate takes the rest)."""
     if radius_squared is None:
-        return tf.reduce_mean(values) + kl
+        return values
     distance_squared = tf.reduce_sum(z**2, axis=-1)  # z is whitened by q_full
     if smoothing == 0.0:
         weight = tf.cast(distance_squared < radius_squared, tf.float64)
     else:
         weight = smooth_region_weight(distance_squared, radius_squared, smoothing)
-    if expectation is None:
-        return tf.reduce_mean(weight * values) + kl
-    return beta * expected + tf.reduce_mean((weight - beta) * values) + kl
+    return (weight - beta) * values if controlled else weight * values
 
 
 def _value_and_gradient_function(get_log_likelihood, unpack, smoothing):
@@ -228,11 +242,31 @@ class _WhitenedEUBO:
         self.loc = tf.convert_to_tensor(self.q_full.loc)
         self.scale = self.q_full.scale.to_dense()
         self.unpack = _Unpacker(self.dim)
+        self._values_at_start: Optional[tf.Tensor] = None
 
     def value(self, a, B, log_diagonal, radius_squared, beta, smoothing) -> tf.Tensor:
         """``U~`` at ``N(a, B B^T)`` in whitened coordinates (``B`` with positive diagonal)."""
         return _eubo_value(self.log_likelihood, self.expectation, a, B, log_diagonal,
                            radius_squared, beta, smoothing, self.loc, self.scale, self.eps)
+
+    def standard_error(self, lam: float, smoothing: float) -> Optional[float]:
+        """The Monte Carlo standard error of ``U~``'s estimate at the start (``q_u = q_full``),
+        ``std(terms) / sqrt(S)``, for ``lam > 0``.
+
+        ``None`` for ``lam = 0`` (moment-matched samples make the quadratic part of the
+        log-likelihood exact there, so the sample standard deviation overstates the error), without
+        samples, or where it is 0 or not finite (the optimiser refuses a non-finite start itself).
+        """
+        if self.eps is None or lam == 0.0:
+            return None
+        if self._values_at_start is None:  # shared by every lam of a grid
+            theta = self.loc + tf.matmul(self.eps, self.scale, transpose_b=True)
+            self._values_at_start = tf.cast(self.log_likelihood(theta), tf.float64)
+        radius_squared, beta = self.coefficients(lam)
+        terms = _sampled_terms(self._values_at_start, self.eps, radius_squared, beta, smoothing,
+                               self.expectation is not None).numpy()
+        error = float(np.std(terms) / math.sqrt(terms.shape[0]))
+        return error if math.isfinite(error) and error > 0.0 else None
 
     def coefficients(self, lam: float) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
         """The region's squared radius (``None`` for ``lam = 0``) and ``beta``, as tensors."""
@@ -472,6 +506,7 @@ def unlearn_eubo_grid(
             tolerance=tolerance,
             name=f"the EUBO (lam = {lam:g})",
             returns_gradient=returns_gradient,
+            noise=problem.standard_error(lam, smoothing),
         )
         beliefs.append(gaussian.belief_from_packed(adjusted.q_full, x))
         infos.append(
@@ -522,7 +557,9 @@ def unlearn_eubo(
             ``lam = 0`` and 10,000 for ``lam > 0``; 2,000 for ``lam > 0`` and none for
             ``lam = 0`` with a Gaussian expectation.
         max_iterations: L-BFGS iteration cap.
-        tolerance: L-BFGS tolerance (see :func:`unlearnkit.optimize.minimize_lbfgs`).
+        tolerance: L-BFGS tolerance (see :func:`unlearnkit.optimize.minimize_lbfgs`). For
+            ``lam > 0`` L-BFGS also stops when iterations gain less than 1% of the
+            estimate's standard error (module docstring).
         boundary_smoothing: width of the smooth step that replaces the region's
             indicator during the optimisation, relative to the region's radius
             (see the module docstring); 0 uses the indicator itself, whose jumps
