@@ -42,8 +42,9 @@ noise when the region holds most of the mass (small ``lam``), and none of the si
 **When to stop.** For ``lam > 0`` the objective is a Monte Carlo estimate, whose standard
 error (measured at the start, over the base samples) bounds what the samples can resolve:
 L-BFGS also stops once three iterations in a row each lower it by less than 1% of that error
-(:func:`~unlearnkit.optimize.minimize_lbfgs`'s ``noise``). On the sparse-GP moons problem
-this saves a third of the evaluations and changes no averaged KL in its first four digits.
+(:func:`~unlearnkit.optimize.minimize_lbfgs`'s ``noise``). This cuts the long tail of
+iterations that would only fit the particular samples more closely (measured in
+``benchmarks/results/bench_moons.md``).
 
 **A grid of lam.** :func:`unlearn_eubo_grid` unlearns for several values of ``lam`` in one
 call: the base samples, the checks, and the compiled objective (``lam`` enters it as a
