@@ -144,8 +144,11 @@ def final_belief(
     (not differentiable; constructing the distribution is the only TensorFlow cost)."""
     L0 = reference.scale.to_dense().numpy()
     mean = 0.0 if reference.loc is None else np.asarray(reference.loc, dtype=np.float64)
-    loc = ensure_finite(mean + L0 @ np.asarray(a, dtype=np.float64), "the unlearned mean")
-    scale = ensure_finite(L0 @ np.asarray(B, dtype=np.float64), "the unlearned scale")
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite result is refused below
+        loc = mean + L0 @ np.asarray(a, dtype=np.float64)
+        scale = L0 @ np.asarray(B, dtype=np.float64)
+    loc = ensure_finite(loc, "the unlearned mean")
+    scale = ensure_finite(scale, "the unlearned scale")
     return tfd.MultivariateNormalTriL(loc=tf.constant(loc), scale_tril=tf.constant(scale))
 
 
