@@ -33,6 +33,7 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
+from unlearnkit._validation import check_positive_number
 from unlearnkit.diagnostics import OptimizationInfo
 from unlearnkit.errors import ConvergenceWarning
 
@@ -93,14 +94,6 @@ def compile_value_and_gradient(
         pass
     eager(x0)
     return eager
-
-
-def _check_noise(noise: object) -> float:
-    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating, np.integer)):
-        raise TypeError(f"noise must be a positive number or None, got {type(noise).__name__}")
-    if not (math.isfinite(noise) and noise > 0):
-        raise ValueError(f"noise must be a positive finite number or None, got {noise!r}")
-    return float(noise)
 
 
 def minimize_lbfgs(
@@ -177,7 +170,7 @@ def minimize_lbfgs(
         return value - offset, gradient
 
     path = [x0.numpy()] if record_path else None
-    negligible = None if noise is None else NOISE_FRACTION * _check_noise(noise)
+    negligible = None if noise is None else NOISE_FRACTION * check_positive_number(noise, "noise")
     progress = {"value": 0.0, "negligible_in_a_row": 0}  # the shifted objective starts at 0
 
     def callback(intermediate_result: scipy.optimize.OptimizeResult) -> None:
