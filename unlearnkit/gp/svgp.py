@@ -55,7 +55,7 @@ import functools
 import time
 import warnings
 import weakref
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, TypeVar, Union
 
 import gpflow
 import numpy as np
@@ -81,6 +81,7 @@ from unlearnkit.variational.linear_predictor import (
 )
 
 tfd = tfp.distributions
+_T = TypeVar("_T")
 
 __all__ = [
     "inducing_posterior",
@@ -214,17 +215,31 @@ def _conditional_moments(model: gpflow.models.SVGP, X: tf.Tensor):
     return projection, variance, tf.convert_to_tensor(model.mean_function(X))
 
 
-def _compile_without_autograph(function: Callable, *signature: tf.TensorSpec) -> Callable:
-    """``function`` as a ``tf.function`` of ``signature``, traced now without autograph
-    (converting GPflow's source costs seconds on a process's first trace, and GPflow's
-    kernels, mean functions and likelihoods need no Python control flow on tensors); with
-    autograph if the model's code does."""
-    compiled = tf.function(function, input_signature=list(signature), autograph=False)
+def _without_autograph_if_possible(trace: Callable[[bool], _T]) -> _T:
+    """``trace(autograph=False)``, or ``trace(autograph=True)`` if the model's code needs it.
+
+    Converting GPflow's source with autograph costs seconds on a process's first trace (about
+    a second after), and GPflow's kernels, mean functions, likelihoods and ELBOs need no Python
+    control flow on tensors. Code that does cannot be traced without autograph: TensorFlow
+    raises ``OperatorNotAllowedInGraphError`` (a ``TypeError``) while tracing, before any
+    operation runs, so nothing has been assigned when ``trace`` is called again.
+    """
     try:
+        return trace(False)
+    except TypeError:
+        return trace(True)
+
+
+def _compile_without_autograph(function: Callable, *signature: tf.TensorSpec) -> Callable:
+    """``function`` as a ``tf.function`` of ``signature``, traced now (without autograph if
+    possible: :func:`_without_autograph_if_possible`)."""
+
+    def trace(autograph: bool) -> Callable:
+        compiled = tf.function(function, input_signature=list(signature), autograph=autograph)
         compiled.get_concrete_function()
-    except TypeError:  # tf.errors.OperatorNotAllowedInGraphError is one
-        compiled = tf.function(function, input_signature=list(signature))
-    return compiled
+        return compiled
+
+    return _without_autograph_if_possible(trace)
 
 
 _COMPILED_CONDITIONALS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
@@ -682,18 +697,13 @@ def _conditional_mean_loss(model: gpflow.models.SVGP, X: tf.Tensor, y: tf.Tensor
 
 
 def _minimize_scipy(loss: Callable[[], tf.Tensor], variables: list, max_iterations: int):
-    """``gpflow.optimizers.Scipy().minimize`` with the loss and gradient compiled *without*
-    autograph: converting GPflow's source costs seconds on a process's first trace (~1 s
-    after), and its ELBOs need no Python control flow on tensors. A model whose code does
-    cannot be traced so; it is compiled with GPflow's default (autograph) instead, and
-    L-BFGS then starts from the same point (the failed trace assigns nothing)."""
-    options = {"maxiter": max_iterations}
-    try:
-        return gpflow.optimizers.Scipy().minimize(
-            loss, variables, options=options, tf_fun_args={"autograph": False}
+    """``gpflow.optimizers.Scipy().minimize``, its loss and gradient compiled without autograph
+    if possible (:func:`_without_autograph_if_possible`; L-BFGS's first call traces them)."""
+    return _without_autograph_if_possible(
+        lambda autograph: gpflow.optimizers.Scipy().minimize(
+            loss, variables, options={"maxiter": max_iterations}, tf_fun_args={"autograph": autograph}
         )
-    except TypeError:  # tf.errors.OperatorNotAllowedInGraphError is one
-        return gpflow.optimizers.Scipy().minimize(loss, variables, options=options)
+    )
 
 
 def fit_inducing_posterior(
