@@ -165,7 +165,7 @@ def _eubo_value(log_likelihood, expectation, a, B, log_diagonal, radius_squared,
     theta = loc + tf.matmul(z, scale, transpose_b=True)
     values = tf.cast(log_likelihood(theta), tf.float64)  # [S]
     terms = _sampled_terms(values, z, radius_squared, beta, smoothing, expectation is not None)
-    if expectation is None or radius_squared is None:
+    if expectation is None:  # (with an expectation, lam = 0 returned above)
         return tf.reduce_mean(terms) + kl
     return beta * expected + tf.reduce_mean(terms) + kl
 
