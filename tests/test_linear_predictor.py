@@ -3,6 +3,8 @@ their Gaussian expectations, and the stable logistic expectations."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,6 +74,18 @@ def test_gauss_hermite_rules() -> None:
     np.testing.assert_allclose(many, [_reference(m, 0.2) for m in t.numpy()], atol=1e-10)
     with pytest.raises(ValueError, match="num_points"):
         gauss_hermite(0)
+
+
+def test_gauss_hermite_rules_are_numpys_and_a_callers_edit_does_not_leak() -> None:
+    nodes, weights = gauss_hermite(5)  # the rule is cached: each call returns its own copy
+    numpy_nodes, numpy_weights = np.polynomial.hermite.hermgauss(5)
+    np.testing.assert_array_equal(nodes, numpy_nodes * math.sqrt(2.0))
+    np.testing.assert_array_equal(weights, numpy_weights / math.sqrt(math.pi))
+    nodes[:] = 0.0
+    weights[:] = 0.0
+    again = gauss_hermite(5)
+    np.testing.assert_array_equal(again[0], numpy_nodes * math.sqrt(2.0))
+    np.testing.assert_array_equal(again[1], numpy_weights / math.sqrt(math.pi))
 
 
 # --- LinearPredictorLogLikelihood ----------------------------------------------------

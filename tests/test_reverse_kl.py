@@ -375,7 +375,9 @@ def test_compiled_rounds_of_a_package_likelihood_match_the_eager_rounds() -> Non
     package = LinearPredictorLogLikelihood(
         projection, np.zeros(10), lambda t: -tf.math.softplus(-signs * t)
     )
-    for lam in (1e-3, 0.0):
+    # lam = 0.9999: no sample lies inside the region (the compiled round evaluates the
+    # likelihood at the inside samples only: here at none), so q_full comes back
+    for lam in (0.9999, 1e-3, 0.0):
         compiled, info_c = unlearn_reverse_kl(q_full, package, lam, seed=5,
                                               num_samples=4000, return_info=True)
         eager, info_e = unlearn_reverse_kl(q_full, lambda t: package(t), lam, seed=5,
@@ -384,3 +386,6 @@ def test_compiled_rounds_of_a_package_likelihood_match_the_eager_rounds() -> Non
         np.testing.assert_allclose(compiled.scale.to_dense(), eager.scale.to_dense(),
                                    rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(info_c.ess_history, info_e.ess_history, rtol=1e-9)
+        if lam == 0.9999:
+            np.testing.assert_allclose(compiled.loc, q_full.loc, atol=1e-12)
+            np.testing.assert_allclose(compiled.covariance(), q_full.covariance(), atol=1e-12)

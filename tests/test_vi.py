@@ -147,3 +147,18 @@ def test_numpy_unpacking_and_final_belief_match_the_tensorflow_ones(dim: int) ->
         gaussian.belief_from_packed(reference, x)
     with pytest.raises(ValueError, match="unlearned mean"):
         gaussian.final_belief(reference, np.full(dim, np.nan), np.eye(dim))
+
+
+@pytest.mark.parametrize("seed", [0, 7, -3, 2**40])
+def test_moment_matched_samples_of_an_int_seed_are_those_of_its_stateless_seed(seed: int) -> None:
+    from unlearnkit.seeds import sanitize_seed
+    from unlearnkit.variational.gaussian import moment_matched_normal
+
+    first = moment_matched_normal(50, 3, seed)  # cached per (S, d, seed)
+    np.testing.assert_array_equal(first, moment_matched_normal(50, 3, np.int64(seed)))
+    np.testing.assert_array_equal(first, moment_matched_normal(50, 3, sanitize_seed(seed)))
+    np.testing.assert_allclose(np.mean(first.numpy(), axis=0), 0.0, atol=1e-14)
+    np.testing.assert_allclose(first.numpy().T @ first.numpy() / 50, np.eye(3), atol=1e-12)
+    assert not np.array_equal(first, moment_matched_normal(50, 3, seed + 1))
+    with pytest.raises(ValueError, match="num_samples"):
+        moment_matched_normal(3, 3, seed)

@@ -65,7 +65,19 @@ def moment_matched_normal(num_samples: int, dim: int, seed: Seed) -> tf.Tensor:
         raise ValueError(
             f"num_samples must exceed the dimension d = {dim} of theta, got {num_samples}"
         )
-    raw = tf.random.stateless_normal([num_samples, dim], seed=sanitize_seed(seed), dtype=tf.float64)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        return _moment_matched_normal_of_int_seed(num_samples, dim, int(seed))
+    return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _moment_matched_normal_of_int_seed(num_samples: int, dim: int, seed: int) -> tf.Tensor:
+    # an int seed always gives the same (immutable) tensor: a repeated request reuses it
+    return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
+
+
+def _moment_matched_normal(num_samples: int, dim: int, seed: tf.Tensor) -> tf.Tensor:
+    raw = tf.random.stateless_normal([num_samples, dim], seed=seed, dtype=tf.float64)
     centred = raw - tf.reduce_mean(raw, axis=0)
     cov = tf.matmul(centred, centred, transpose_a=True) / num_samples
     chol = tf.linalg.cholesky(cov)
