@@ -162,3 +162,15 @@ def test_moment_matched_samples_of_an_int_seed_are_those_of_its_stateless_seed(s
     assert not np.array_equal(first, moment_matched_normal(50, 3, seed + 1))
     with pytest.raises(ValueError, match="num_samples"):
         moment_matched_normal(3, 3, seed)
+
+
+def test_large_draws_of_an_int_seed_are_not_cached_but_equal() -> None:
+    from unlearnkit.seeds import sanitize_seed
+    from unlearnkit.variational import gaussian
+
+    num_samples = gaussian._CACHED_SAMPLES_LIMIT // 16 + 1  # just over the cache's limit
+    first = gaussian.moment_matched_normal(num_samples, 16, 3)
+    np.testing.assert_array_equal(first, gaussian.moment_matched_normal(num_samples, 16, sanitize_seed(3)))
+    assert first is not gaussian.moment_matched_normal(num_samples, 16, 3)
+    small = gaussian.moment_matched_normal(40, 16, 3)
+    assert small is gaussian.moment_matched_normal(40, 16, 3)  # cached

@@ -65,9 +65,13 @@ def moment_matched_normal(num_samples: int, dim: int, seed: Seed) -> tf.Tensor:
         raise ValueError(
             f"num_samples must exceed the dimension d = {dim} of theta, got {num_samples}"
         )
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
+    if is_int and num_samples * dim <= _CACHED_SAMPLES_LIMIT:
         return _moment_matched_normal_of_int_seed(num_samples, dim, int(seed))
     return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
+
+
+_CACHED_SAMPLES_LIMIT = 2**20  # numbers per cached draw (8 MB): at most 8 draws are kept
 
 
 @functools.lru_cache(maxsize=8)
