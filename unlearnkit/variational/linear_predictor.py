@@ -142,10 +142,7 @@ def _gauss_legendre_panels() -> Tuple[np.ndarray, np.ndarray]:
 _LEGENDRE_NODES, _LEGENDRE_WEIGHTS = _gauss_legendre_panels()
 # Weights of the bump log(1 + e^{-a}) at the nodes, with the normal density's 1 / sqrt(2 pi).
 _BUMP_WEIGHTS = _LEGENDRE_WEIGHTS * np.log1p(np.exp(-_LEGENDRE_NODES)) / math.sqrt(2.0 * math.pi)
-_GH_NODES, _GH_WEIGHTS = (
-    np.polynomial.hermite.hermgauss(32)[0] * math.sqrt(2.0),
-    np.polynomial.hermite.hermgauss(32)[1] / math.sqrt(math.pi),
-)
+_GH_NODES, _GH_WEIGHTS = gauss_hermite(32)
 
 
 def expected_log_sigmoid(mean: tf.Tensor, variance: tf.Tensor) -> tf.Tensor:
