@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import unlearnkit  # noqa: E402
-from unlearnkit import gp, metrics  # noqa: E402
-from bench_moons import moons, reference_model  # noqa: E402
+from unlearnkit import gp  # noqa: E402
+from bench_moons import averaged_kl_scorer, moons, reference_model  # noqa: E402
 
 LAMBDAS = [0.1, 1e-3, 1e-5, 1e-9]
 N = 100
@@ -45,15 +45,7 @@ def study(num_erased: int, samples: list[int], seeds: int) -> list[str]:
     erased = np.arange(N) >= N - num_erased
     X_e, y_e, X_r, y_r = X[erased], y[erased], X[~erased], y[~erased]
     retrained = gp.fit_inducing_posterior(start, X_r, y_r, max_iterations=5000)
-    probabilities = gp.conditional_predictive_mean(full, X_e)
-    reference = metrics.predictive_probabilities(
-        gp.inducing_posterior(retrained), probabilities, 4000, seed=1
-    )
-
-    def score(belief) -> float:
-        other = metrics.predictive_probabilities(belief, probabilities, 4000, seed=2)
-        return metrics.averaged_kl(reference, other).mean
-
+    score = averaged_kl_scorer(full, retrained, X_e)
     log_lik = gp.erased_log_likelihood(full, X_e, y_e)
     rows = [f"| {num_erased} | full model | | {score(q_full):.4f} | | | |"]
     for lam in LAMBDAS:

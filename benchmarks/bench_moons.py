@@ -198,6 +198,22 @@ def grid_request(log_lik, q_full):
         return evidence_upper_bound.unlearn_eubo_grid(q_full, log_lik, LAMBDAS, seed=0, return_info=True)
 
 
+def averaged_kl_scorer(full, retrained, X_e):
+    """``score(belief)``: the averaged KL on D_e from the retrained model's predictive to the
+    belief's (4,000 samples each; NaN for ``None``, a refused request). The predictive uses
+    the full model's conditional mean at the erased inputs."""
+    probabilities = gp.conditional_predictive_mean(full, X_e)
+    reference = metrics.predictive_probabilities(gp.inducing_posterior(retrained), probabilities, 4000, seed=1)
+
+    def score(belief):
+        if belief is None:
+            return float("nan")
+        other = metrics.predictive_probabilities(belief, probabilities, 4000, seed=2)
+        return metrics.averaged_kl(reference, other).mean
+
+    return score
+
+
 def bench_size(n: int, repeats: int, model: str) -> dict:
     X, y = moons(n)
     start = reference_model(n) if model == "reference" else fitted_model(n)
@@ -215,15 +231,7 @@ def bench_size(n: int, repeats: int, model: str) -> dict:
             cold = retrained
     check = gp.fit_inducing_posterior(start, X_r, y_r, max_iterations=5000)
     row["check"] = float(np.max(np.abs(check.q_mu.numpy() - cold.q_mu.numpy())))
-    probabilities = gp.conditional_predictive_mean(full, X_e)
-    reference = metrics.predictive_probabilities(gp.inducing_posterior(cold), probabilities, 4000, seed=1)
-
-    def score(belief):
-        if belief is None:
-            return float("nan")
-        other = metrics.predictive_probabilities(belief, probabilities, 4000, seed=2)
-        return metrics.averaged_kl(reference, other).mean
-
+    score = averaged_kl_scorer(full, cold, X_e)
     row["full"] = score(q_full)
     gp.erased_log_likelihood(full, X_e, y_e)  # warm-up
     build, build_cpu, log_lik = timed(lambda: gp.erased_log_likelihood(full, X_e, y_e), repeats)
