@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from unlearnkit._validation import check_positive_int, ensure_finite
-from unlearnkit.seeds import Seed, _is_int, sanitize_seed
+from unlearnkit.seeds import Seed, sanitize_seed
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -65,7 +65,8 @@ def moment_matched_normal(num_samples: int, dim: int, seed: Seed) -> tf.Tensor:
         raise ValueError(
             f"num_samples must exceed the dimension d = {dim} of theta, got {num_samples}"
         )
-    if _is_int(seed) and num_samples * dim <= _CACHED_SAMPLES_LIMIT:
+    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
+    if is_int and num_samples * dim <= _CACHED_SAMPLES_LIMIT:
         return _moment_matched_normal_of_int_seed(num_samples, dim, int(seed))
     return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
 
