@@ -456,6 +456,28 @@ def test_logistic_variational_kind_is_accurate_per_point():
     np.testing.assert_allclose(log_lik.per_point_values(u), gpflow_values, atol=2 * gp.LOGISTIC_TOLERANCE)
 
 
+def test_logistic_total_is_the_sum_over_points_with_its_gradient():
+    # the direct total (projection folded into the nodes) against the per-point values,
+    # with points of several node counts and points beyond 32 nodes (the accurate rule)
+    model = gpflow.models.SVGP(
+        gpflow.kernels.SquaredExponential(variance=30.0, lengthscales=0.8),
+        gpflow.likelihoods.Bernoulli(invlink=tf.sigmoid),
+        X[:4].copy(),
+    )
+    # near the inducing inputs few nodes, further away more, at 0.5 beyond 32 (variance > 10)
+    X_e = np.concatenate([X[:4] + 0.02, X[:4] + 0.3, X[:4] + 0.5])
+    y_e = Y_CLASS[:12]
+    log_lik = gp.erased_log_likelihood(model, X_e, y_e)
+    points = log_lik.quadrature_points_per_sample
+    assert 0 in points and len(set(points) - {0}) >= 2, points
+    u = tf.Variable(_random_belief(4, seed=3).sample(7, seed=(2, 9)))
+    with tf.GradientTape(persistent=True) as tape:
+        direct = log_lik(u)
+        summed = tf.reduce_sum(log_lik.per_point_values(u), axis=-1)
+    np.testing.assert_allclose(direct, summed, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(tape.gradient(direct, u), tape.gradient(summed, u), rtol=1e-12, atol=1e-12)
+
+
 def test_logistic_likelihood_is_finite_where_gpflows_is_not():
     model = _LOGISTIC
     far = tf.constant([[40.0]], tf.float64)

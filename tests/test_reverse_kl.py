@@ -52,6 +52,18 @@ def test_importance_ess_rejects_bad_input() -> None:
         importance_ess(np.array([0.0, np.nan]))
 
 
+@given(st.integers(1, 6), st.integers(0, 2**16))
+def test_the_proposal_log_density_is_tfps(dim: int, seed: int) -> None:
+    from unlearnkit.variational import reverse_kl
+
+    rng = np.random.default_rng(seed)
+    loc = tf.constant(rng.normal(size=dim))
+    scale = tf.constant(np.tril(rng.normal(size=(dim, dim))) + 3.0 * np.eye(dim))
+    z = tf.constant(5.0 * rng.normal(size=(9, dim)))
+    expected = tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale).log_prob(z)
+    np.testing.assert_allclose(reverse_kl._normal_log_density(z, loc, scale), expected, rtol=1e-12)
+
+
 def test_importance_log_weights_are_normalised_and_inverse_to_the_likelihood() -> None:
     q_full, erased = logistic_problem(n=10, n_erased=10)
     theta = q_full.sample(100, seed=(1, 2))

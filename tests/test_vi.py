@@ -174,3 +174,18 @@ def test_large_draws_of_an_int_seed_are_not_cached_but_equal() -> None:
     assert first is not gaussian.moment_matched_normal(num_samples, 16, 3)
     small = gaussian.moment_matched_normal(40, 16, 3)
     assert small is gaussian.moment_matched_normal(40, 16, 3)  # cached
+
+
+def test_moment_matched_draws_are_cached_by_the_seed_value_not_its_type() -> None:
+    from unlearnkit.seeds import sanitize_seed, split_seed
+    from unlearnkit.variational import gaussian
+
+    derived = split_seed(5, 2)[1]  # an eager stateless seed, as the samplers pass them
+    first = gaussian.moment_matched_normal(40, 4, derived)
+    assert first is gaussian.moment_matched_normal(40, 4, tuple(int(s) for s in derived.numpy()))
+    assert first is gaussian.moment_matched_normal(40, 4, derived.numpy())
+    in_graph = tf.function(lambda seed: gaussian.moment_matched_normal(40, 4, seed))(derived)
+    np.testing.assert_allclose(first, in_graph, rtol=0, atol=1e-14)  # a graph draws the same numbers
+    fresh = gaussian.moment_matched_normal(40, 4, None)  # None: a new draw every time
+    assert not np.array_equal(fresh, gaussian.moment_matched_normal(40, 4, None))
+    assert not np.array_equal(first, gaussian.moment_matched_normal(40, 4, sanitize_seed(5)))

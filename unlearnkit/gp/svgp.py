@@ -417,6 +417,23 @@ def logistic_gauss_hermite_points(
     return chosen
 
 
+def _gauss_hermite_layout(
+    signs: np.ndarray, variance: np.ndarray, points: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every Gauss-Hermite node of every point, side by side: its point ``owner [K]``, its
+    signed offset ``s_i sqrt(v_i) x_k [K]`` and its weight ``[K]`` (points with 0 nodes
+    have none)."""
+    owner, offset, weight = [], [], []
+    for i, num_points in enumerate(points):
+        if num_points == 0:
+            continue
+        nodes, weights = gauss_hermite(int(num_points))
+        owner += [i] * len(nodes)
+        offset += list(signs[i] * np.sqrt(variance[i]) * nodes)
+        weight += list(weights)
+    return np.array(owner, dtype=np.int64), np.array(offset, dtype=np.float64), np.array(weight)
+
+
 def _log_sigmoid_expectation_per_point(
     signs: tf.Tensor, variance: tf.Tensor, points: np.ndarray
 ) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -429,21 +446,14 @@ def _log_sigmoid_expectation_per_point(
     a few dozen points, products are cheaper than a gather and its gradient). A handful of
     operations whatever the mix of node counts (cheap to trace).
     """
-    signs_np, variance_np = signs.numpy(), variance.numpy()
-    owner, offset, weight = [], [], []
-    for i, num_points in enumerate(points):
-        if num_points == 0:
-            continue
-        nodes, weights = gauss_hermite(int(num_points))
-        owner += [i] * len(nodes)
-        offset += list(signs_np[i] * np.sqrt(variance_np[i]) * nodes)
-        weight += list(weights)
+    signs_np = signs.numpy()
+    owner, offset, weight = _gauss_hermite_layout(signs_np, variance.numpy(), points)
     columns = np.arange(len(owner))
     spreading = np.zeros((len(points), len(owner)))
     spreading[owner, columns] = signs_np[owner]  # [n, nodes]: the signed predictor of each node
     summing = np.zeros((len(owner), len(points)))
     summing[columns, owner] = weight  # [nodes, n]
-    offset = tf.constant(np.array(offset, dtype=np.float64))
+    offset = tf.constant(offset)
     spreading, summing = tf.constant(spreading), tf.constant(summing)
     exact = np.flatnonzero(points == 0)  # points whose variance needs the accurate rule
     exact_sum = np.zeros((len(exact), len(points)))
@@ -464,6 +474,40 @@ def _log_sigmoid_expectation_per_point(
     return per_point
 
 
+def _log_sigmoid_expectation_total(
+    projection: tf.Tensor, prior_mean: tf.Tensor, signs: tf.Tensor, variance: tf.Tensor,
+    points: np.ndarray,
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``u [S, M] -> sum_i E_{f ~ N(t_i, v_i)}[log sigmoid(s_i f)] [S]``, ``t = u A + b``:
+    the sum of :func:`_log_sigmoid_expectation_per_point` over the points, with the
+    projection folded into the nodes, ``f = u (A_{:, p} s_p) + (s_p b_p + s_p sqrt(v_p) x)``:
+    one ``[S, M] x [M, nodes]`` product and a weighted sum over the nodes, instead of
+    three products through the ``[S, n]`` predictors (half the time for 20 erased points).
+    """
+    signs_np, A, b = signs.numpy(), projection.numpy(), prior_mean.numpy()
+    owner, offset, weight = _gauss_hermite_layout(signs_np, variance.numpy(), points)
+    node_projection = tf.constant(A[:, owner] * signs_np[owner])  # [M, nodes]
+    node_offset = tf.constant(b[owner] * signs_np[owner] + offset)  # [nodes]
+    node_weight = tf.constant(weight)  # [nodes]
+    exact = np.flatnonzero(points == 0)  # points whose variance needs the accurate rule
+    exact_projection = tf.constant(A[:, exact] * signs_np[exact])  # [M, n_exact]
+    exact_offset = tf.constant(b[exact] * signs_np[exact])
+    exact_variance = tf.gather(variance, exact)
+
+    def total(u: tf.Tensor) -> tf.Tensor:
+        values = tf.zeros_like(u[:, 0])
+        if len(owner):
+            f = tf.matmul(u, node_projection) + node_offset  # [S, nodes], signed
+            values += tf.linalg.matvec(log_sigmoid(f), node_weight)
+        if len(exact):
+            signed = tf.matmul(u, exact_projection) + exact_offset  # [S, n_exact]
+            expected = expected_log_sigmoid(signed, exact_variance + 0.0 * signed)
+            values += tf.reduce_sum(expected, axis=-1)
+        return values
+
+    return total
+
+
 class SVGPLogLikelihood(LinearPredictorLogLikelihood):
     """The log-likelihood of data (X, y) as a function of an SVGP's inducing outputs u.
 
@@ -482,8 +526,8 @@ class SVGPLogLikelihood(LinearPredictorLogLikelihood):
     """
 
     def __init__(self, projection, offset, per_point, expected_per_point, *, kind,
-                 conditional_variance, num_quadrature_points) -> None:
-        super().__init__(projection, offset, per_point, expected_per_point, name="u")
+                 conditional_variance, num_quadrature_points, total=None) -> None:
+        super().__init__(projection, offset, per_point, expected_per_point, name="u", total=total)
         self.kind = kind
         self.conditional_variance = conditional_variance
         self.quadrature_points_per_sample = num_quadrature_points
@@ -595,6 +639,7 @@ def erased_log_likelihood(
     variance = conditional.variance[:, 0]  # [n]
     likelihood = gpflow.utilities.deepcopy(model.likelihood)  # a snapshot, like the kernel
     points = np.zeros(X_e.shape[0], dtype=int)
+    total = None  # the sum of per_point over the points
     if is_logistic_bernoulli(likelihood):
         if kind == "variational":
             points = (
@@ -604,6 +649,9 @@ def erased_log_likelihood(
             )
         signs = 2.0 * y_e[:, 0] - 1.0
         per_point, expected = _logistic_functions(signs, variance, kind, points)
+        if kind == "variational":
+            total = _log_sigmoid_expectation_total(
+                conditional.projection, conditional.prior_mean[:, 0], signs, variance, points)
     else:
         per_point, expected = _gpflow_functions(likelihood, X_e, y_e, variance, kind)
     return SVGPLogLikelihood(
@@ -614,6 +662,7 @@ def erased_log_likelihood(
         kind=kind,
         conditional_variance=variance,
         num_quadrature_points=points,
+        total=total,
     )
 
 

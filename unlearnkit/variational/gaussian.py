@@ -59,25 +59,32 @@ def moment_matched_normal(num_samples: int, dim: int, seed: Seed) -> tf.Tensor:
     Centring and whitening the raw draws removes the Monte Carlo error of every
     expectation of a quadratic function of ``theta`` (for example a Gaussian
     log-likelihood), and reduces it for smooth ones. Needs ``S > d``.
+
+    A draw is a function of ``(S, d)`` and the stateless seed alone, so draws of a
+    concrete seed (an int, a pair, an eager seed tensor) of up to 2^20 numbers are cached
+    (the last 8): a repeated request, or one per ``lam`` of a grid, does not draw again.
     """
     num_samples = check_positive_int(num_samples, "num_samples")
     if num_samples <= dim:
         raise ValueError(
             f"num_samples must exceed the dimension d = {dim} of theta, got {num_samples}"
         )
-    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
-    if is_int and num_samples * dim <= _CACHED_SAMPLES_LIMIT:
-        return _moment_matched_normal_of_int_seed(num_samples, dim, int(seed))
-    return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
+    if seed is None or num_samples * dim > _CACHED_SAMPLES_LIMIT:
+        return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
+    stateless = sanitize_seed(seed)
+    if not tf.executing_eagerly():  # inside a graph: no values to key a cache on
+        return _moment_matched_normal(num_samples, dim, stateless)
+    low, high = (int(half) for half in stateless.numpy())
+    return _moment_matched_normal_of_seed(num_samples, dim, low, high)
 
 
 _CACHED_SAMPLES_LIMIT = 2**20  # numbers per cached draw (8 MB): at most 8 draws are kept
 
 
 @functools.lru_cache(maxsize=8)
-def _moment_matched_normal_of_int_seed(num_samples: int, dim: int, seed: int) -> tf.Tensor:
-    # an int seed always gives the same (immutable) tensor: a repeated request reuses it
-    return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
+def _moment_matched_normal_of_seed(num_samples: int, dim: int, low: int, high: int) -> tf.Tensor:
+    # a stateless seed always gives the same (immutable) tensor: a repeated request reuses it
+    return _moment_matched_normal(num_samples, dim, tf.constant([low, high], tf.int32))
 
 
 def _moment_matched_normal(num_samples: int, dim: int, seed: tf.Tensor) -> tf.Tensor:

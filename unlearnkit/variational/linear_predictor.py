@@ -213,6 +213,9 @@ class LinearPredictorLogLikelihood:
             quadrature of ``per_point`` with ``num_quadrature_points`` nodes.
         num_quadrature_points: nodes of that default quadrature.
         name: names ``theta`` in error messages (for example ``"u"``).
+        total: ``theta [S, d] -> sum_i h_i(t_i) [S]`` computed directly (TensorFlow code),
+            when that is cheaper than summing ``per_point`` over the predictors; it must
+            agree with the sum (to rounding). Default: the sum.
 
     Calling it checks the shape of ``theta`` (``ValueError`` naming ``name``) and works
     eagerly and inside a ``tf.function``; an eager call runs a compiled graph (traced on the
@@ -228,6 +231,7 @@ class LinearPredictorLogLikelihood:
         *,
         num_quadrature_points: int = DEFAULT_QUADRATURE_POINTS,
         name: str = "theta",
+        total: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
     ) -> None:
         self.projection = as_float64(projection, "projection", ndim=2)
         self.offset = as_float64(offset, "offset", shape=[self.projection.shape[1]])
@@ -237,8 +241,11 @@ class LinearPredictorLogLikelihood:
             raise TypeError(
                 f"expected_per_point must be callable or None, got {type(expected_per_point).__name__}"
             )
+        if total is not None and not callable(total):
+            raise TypeError(f"total must be callable or None, got {type(total).__name__}")
         self.per_point = per_point
         self._expected_per_point = expected_per_point
+        self._direct_total = total
         self.num_quadrature_points = check_positive_int(
             num_quadrature_points, "num_quadrature_points"
         )
@@ -268,6 +275,8 @@ class LinearPredictorLogLikelihood:
         return self.per_point(self.predictors(theta))
 
     def _total(self, theta: tf.Tensor) -> tf.Tensor:
+        if self._direct_total is not None:
+            return self._direct_total(theta)
         return tf.reduce_sum(self.per_point(self.predictors(theta)), axis=-1)
 
     def __call__(self, theta: tf.Tensor) -> tf.Tensor:

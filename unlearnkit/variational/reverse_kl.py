@@ -237,6 +237,17 @@ _COMPILED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary
 lives (see :meth:`_AdaptiveSampler._compiled`)."""
 
 
+def _normal_log_density(z: tf.Tensor, loc: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """``log N(z_s; loc, scale scale^T)`` [S] of the rows of ``z`` [S, d], ``scale`` lower
+    triangular: ``tfd.MultivariateNormalTriL(loc, scale).log_prob(z)`` to rounding, with one
+    triangular solve for all S right-hand sides (a fifth of TFP's time at S = 20,000)."""
+    whitened = tf.linalg.triangular_solve(scale, tf.transpose(z - loc), lower=True)  # [d, S]
+    log_determinant = tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(scale))))
+    dim = int(z.shape[-1])
+    return (-0.5 * tf.reduce_sum(whitened**2, axis=0) - log_determinant
+            - 0.5 * dim * math.log(2.0 * math.pi))
+
+
 def _round_moments(log_likelihood, z, q_loc, q_scale, radius_squared, log_proposal):
     """Log-weights of samples ``z`` [S, d] (whitened by ``q_full``) and their effective sample
     size and weighted moments, in one graph. ``log_proposal=None``: round 0, samples of
@@ -324,17 +335,18 @@ class _AdaptiveSampler:
         """Moment-matched samples of ``q(theta | D)``; weights ``∝ 1 / p_adj``."""
         num_samples, dim = self.num_samples, self.dim
 
+        # drawn outside the graph: an int seed's draw is cached (gaussian.moment_matched_normal),
+        # so a repeated request, or one per lam of a grid, does not draw it again
+        z = gaussian.moment_matched_normal(num_samples, dim, seed)
+
         def build(reference):
-            def compute(seed, q_loc, q_scale, radius_squared):
-                z = gaussian.moment_matched_normal(num_samples, dim, seed)
+            def compute(z, q_loc, q_scale, radius_squared):
                 return _round_moments(reference(), z, q_loc, q_scale, radius_squared, None)
             return compute
 
         compiled = self._compiled(("one-shot",), build)
         if compiled is not None:
-            return self._run(
-                compiled, sanitize_seed(seed), self.q_full.loc, self.scale, self.radius_squared)
-        z = gaussian.moment_matched_normal(num_samples, dim, seed)
+            return self._run(compiled, z, self.q_full.loc, self.scale, self.radius_squared)
         theta = self.q_full.loc + tf.matmul(z, self.scale, transpose_b=True)
         squared = tf.reduce_sum(z**2, axis=-1)
         log_unnormalised = -self.adjusted.smoothed(theta, 0.0, squared)
@@ -359,8 +371,7 @@ class _AdaptiveSampler:
                 [num_component, dim], seed=seeds[1], dtype=tf.float64)
             parts.append(loc + tf.matmul(eps, scale, transpose_b=True))
             z = tf.concat(parts, axis=0)
-            component = tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale)
-            log_terms = [component.log_prob(z) + math.log1p(-defensive_weight)]
+            log_terms = [_normal_log_density(z, loc, scale) + math.log1p(-defensive_weight)]
             if defensive_weight > 0.0:
                 standard = tfd.MultivariateNormalDiag(loc=tf.zeros([dim], tf.float64))
                 log_terms.append(standard.log_prob(z) + math.log(defensive_weight))
