@@ -69,10 +69,9 @@ def moment_matched_normal(num_samples: int, dim: int, seed: Seed) -> tf.Tensor:
         raise ValueError(
             f"num_samples must exceed the dimension d = {dim} of theta, got {num_samples}"
         )
-    if seed is None or num_samples * dim > _CACHED_SAMPLES_LIMIT:
-        return _moment_matched_normal(num_samples, dim, sanitize_seed(seed))
     stateless = sanitize_seed(seed)
-    if not tf.executing_eagerly():  # inside a graph: no values to key a cache on
+    # None is a fresh seed each time, and inside a graph there are no values to key on
+    if seed is None or num_samples * dim > _CACHED_SAMPLES_LIMIT or not tf.executing_eagerly():
         return _moment_matched_normal(num_samples, dim, stateless)
     low, high = (int(half) for half in stateless.numpy())
     return _moment_matched_normal_of_seed(num_samples, dim, low, high)

@@ -335,8 +335,8 @@ class _AdaptiveSampler:
         """Moment-matched samples of ``q(theta | D)``; weights ``∝ 1 / p_adj``."""
         num_samples, dim = self.num_samples, self.dim
 
-        # drawn outside the graph: an int seed's draw is cached (gaussian.moment_matched_normal),
-        # so a repeated request, or one per lam of a grid, does not draw it again
+        # drawn outside the graph: gaussian.moment_matched_normal caches the draw of a concrete
+        # seed, so a repeated request, or one per lam of a grid, does not draw it again
         z = gaussian.moment_matched_normal(num_samples, dim, seed)
 
         def build(reference):
