@@ -31,19 +31,14 @@ import numpy as np  # noqa: E402
 
 import unlearnkit  # noqa: E402
 from unlearnkit import gp  # noqa: E402
-from bench_moons import averaged_kl_scorer, moons, reference_model  # noqa: E402
+from bench_moons import averaged_kl_scorer, trained_problem  # noqa: E402
 
 LAMBDAS = [0.1, 1e-3, 1e-5, 1e-9]
 N = 100
 
 
 def study(num_erased: int, samples: list[int], seeds: int) -> list[str]:
-    X, y = moons(N)
-    start = reference_model(N)
-    full = gp.fit_inducing_posterior(start, X, y, max_iterations=5000)
-    q_full = gp.inducing_posterior(full)
-    erased = np.arange(N) >= N - num_erased
-    X_e, y_e, X_r, y_r = X[erased], y[erased], X[~erased], y[~erased]
+    start, full, q_full, X_e, y_e, X_r, y_r = trained_problem(N, num_erased)
     retrained = gp.fit_inducing_posterior(start, X_r, y_r, max_iterations=5000)
     score = averaged_kl_scorer(full, retrained, X_e)
     log_lik = gp.erased_log_likelihood(full, X_e, y_e)

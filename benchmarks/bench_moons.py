@@ -36,8 +36,9 @@ each λ's warm-up request. The package caches the moment-matched base samples of
 concrete seed (the EUBO's since session 23, the reverse KL's round 0 since session 24), so
 the timed call reuses the warm-up's draw, as a request per λ of a grid with one seed does; a
 first request with a new seed draws them (about 13 ms for the reverse KL's 20,000 x 20
-numbers, 1 ms for the EUBO's 1,000 x 20). Every time is wall-clock, the median over ``--repeats`` calls; process CPU times
-are printed too, since wall-clock times on a shared machine are inflated by other work. A
+numbers, 1 ms for the EUBO's 1,000 x 20). Every time is wall-clock, the median over
+``--repeats`` calls; process CPU times are printed too, since wall-clock times on a shared
+machine are inflated by other work. A
 reverse-KL call that refuses (degenerate importance weights) is timed all the same: it does
 all of its work before refusing. Each unlearned belief is also scored: its averaged KL on
 D_e to the (cold) retrained predictive (4,000 samples each), next to the full model's. The
@@ -70,6 +71,7 @@ import platform
 import sys
 import time
 import warnings
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -218,13 +220,28 @@ def averaged_kl_scorer(full, retrained, X_e):
     return score
 
 
-def bench_size(n: int, repeats: int, model: str) -> dict:
+class Problem(NamedTuple):
+    start: gpflow.models.SVGP  # the untrained model (its initial q(u))
+    full: gpflow.models.SVGP  # trained on all n points
+    q_full: object  # q(u | D)
+    X_e: np.ndarray
+    y_e: np.ndarray
+    X_r: np.ndarray
+    y_r: np.ndarray
+
+
+def trained_problem(n: int, num_erased: int = NUM_ERASED, model: str = "reference") -> Problem:
+    """The moons of size n, the model fitted on all of them from its initial q(u), and the
+    split into the ``num_erased`` points with the largest first coordinate and the rest."""
     X, y = moons(n)
     start = reference_model(n) if model == "reference" else fitted_model(n)
     full = gp.fit_inducing_posterior(start, X, y, max_iterations=5000)  # from start's q(u)
-    q_full = gp.inducing_posterior(full)
-    erased = np.arange(n) >= n - NUM_ERASED
-    X_e, y_e, X_r, y_r = X[erased], y[erased], X[~erased], y[~erased]
+    erased = np.arange(n) >= n - num_erased
+    return Problem(start, full, gp.inducing_posterior(full), X[erased], y[erased], X[~erased], y[~erased])
+
+
+def bench_size(n: int, repeats: int, model: str) -> dict:
+    start, full, q_full, X_e, y_e, X_r, y_r = trained_problem(n, model=model)
     retrainer = Retrainer(start, X_r, y_r)
     row = {"n": n}
     for name, initial in (("retrain", start), ("warm retrain", full)):

@@ -31,12 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--calls", type=int, default=7)
     args = parser.parse_args(argv)
-    X, y = bench_moons.moons(args.n)
-    start = bench_moons.reference_model(args.n)
-    full = gp.fit_inducing_posterior(start, X, y, max_iterations=5000)
-    q_full = gp.inducing_posterior(full)
-    erased = np.arange(args.n) >= args.n - bench_moons.NUM_ERASED
-    log_lik = gp.erased_log_likelihood(full, X[erased], y[erased])
+    problem = bench_moons.trained_problem(args.n)
+    q_full = problem.q_full
+    log_lik = gp.erased_log_likelihood(problem.full, problem.X_e, problem.y_e)
     medians = []
     for name, request in (("EUBO", bench_moons.eubo_request), ("reverse KL", bench_moons.reverse_kl_request)):
         for lam in bench_moons.LAMBDAS:
